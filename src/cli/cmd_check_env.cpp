@@ -1,0 +1,56 @@
+// bitkd check-env: the resolved configuration, with where each value came from.
+#include <cstdio>
+#include <cstring>
+
+#include "cli/cli.h"
+
+namespace bk {
+
+static int run_check_env(Args& a) {
+  bool show_all = arg_given(a, "all");
+  const Config& c = a.cfg;
+  printf("bitkd configuration (flags > environment > .env > defaults)\n");
+  printf(".env: %s\n", c.dotenv_path.empty() ? "(none found)" : c.dotenv_path.c_str());
+  ArtifactPaths p = artifact_paths(c);
+  printf("artifacts: root=%s data=%s checkpoints=%s reports=%s logs=%s\n", p.root.c_str(), p.data.c_str(),
+         p.checkpoints.c_str(), p.reports.c_str(), p.logs.c_str());
+  const char* group = "";
+  for (const ConfigVar& v : config_vars()) {
+    std::string val = config_str(c, v.name);
+    auto it = c.sources.find(v.name);
+    ConfigSource src = it == c.sources.end() ? SRC_DEFAULT : it->second;
+    if (!show_all && src == SRC_DEFAULT && val.empty()) continue;
+    if (strcmp(group, v.group) != 0) {
+      group = v.group;
+      printf("\n[%s]\n", group);
+    }
+    if (config_is_secret(v.name)) val = config_redact(val);
+    printf("  %-30s = %-36s (%s)\n", v.name, val.c_str(), config_source_name(src));
+  }
+  // Variables set in .env or the environment that bitkd does not know: likely typos.
+  bool header = false;
+  for (auto& it : c.values) {
+    if (config_find_var(it.first) || it.second.empty()) continue;
+    if (!header) printf("\n[not recognised: check the spelling]\n");
+    header = true;
+    std::string val = config_is_secret(it.first) ? config_redact(it.second) : it.second;
+    printf("  %-30s = %s (%s)\n", it.first.c_str(), val.c_str(), config_source_name(c.sources.at(it.first)));
+  }
+  Status st = ensure_artifact_dirs(c, p);
+  if (!st.ok()) return cli_fail(a, st);
+  return 0;
+}
+
+const Command& command_check_env() {
+  static const Command c = {
+      "check-env",
+      "Print the resolved configuration (secrets redacted) and create the artifact directories",
+      "Every variable bitkd reads, its value and its source (flag, env, .env or default).\n"
+      "API keys are shown only as '**** (set, N chars)'. Empty defaults are hidden unless --all.",
+      {{"all", nullptr, "", "Show unset variables too", true}},
+      run_check_env,
+  };
+  return c;
+}
+
+}  // namespace bk

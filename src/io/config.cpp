@@ -1,0 +1,330 @@
+#include "io/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/fs.h"
+
+extern char** environ;
+
+namespace bk {
+
+// The registry. Names are the PoC's where it had one (POC_INTERFACE.md);
+// defaults are the PoC's unless the note says why bitkd differs.
+static const std::vector<ConfigVar> k_vars = {
+    // paths and run
+    {"ARTIFACTS_DIR", "", "paths", "Artifact root (data/, checkpoints/, reports/, logs/). Empty: DRIVE_ROOT, else ./artifacts"},
+    {"DRIVE_ROOT", "", "paths", "The PoC's artifact root; honoured when ARTIFACTS_DIR is empty"},
+    {"AUTO_CREATE_DIRS", "1", "paths", "Create artifact directories on demand (0: fail if missing)"},
+    {"DATA_DIR", "", "paths", "KD shards (default <root>/data)"},
+    {"CHECKPOINTS_DIR", "", "paths", "Checkpoints (default <root>/checkpoints)"},
+    {"REPORTS_DIR", "", "paths", "Reports (default <root>/reports)"},
+    {"LOGS_DIR", "", "paths", "Logs (default <root>/logs)"},
+    {"STORAGE_BACKEND", "local", "paths", "Only local files are supported (the PoC's gdrive is a mounted local path)"},
+    {"LOG_LEVEL", "INFO", "run", "DEBUG, INFO, WARNING or ERROR"},
+    {"SEED", "1234", "run", "Seed for every random choice (init, data order, sampling)"},
+    {"DETERMINISTIC", "0", "run", "1: single-threaded reductions so reruns are bitwise identical"},
+    {"THREADS", "0", "run", "Worker threads for kernels (0: all cores)"},
+    // providers (the PoC's names)
+    {"PROVIDER", "", "providers", "Default provider when TEACHER_PROVIDER is empty (the PoC's)"},
+    {"OPENAI_MODEL", "gpt-4o-mini", "providers", "Model for provider openai"},
+    {"OPENAI_BASE_URL", "https://api.openai.com/v1", "providers", "Base URL for provider openai"},
+    {"OPENAI_API_KEY", "", "providers", "API key for openai"},
+    {"DEEPSEEK_MODEL", "deepseek-chat", "providers", "Model for provider deepseek"},
+    {"DEEPSEEK_BASE_URL", "https://api.deepseek.com/v1", "providers", "Base URL for provider deepseek"},
+    {"DEEPSEEK_API_KEY", "", "providers", "API key for deepseek"},
+    {"OPENROUTER_MODEL", "", "providers", "Model for provider openrouter"},
+    {"OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", "providers", "Base URL for provider openrouter"},
+    {"OPENROUTER_API_KEY", "", "providers", "API key for openrouter"},
+    {"AIMLAPI_MODEL", "", "providers", "Model for provider aimlapi"},
+    {"AIMLAPI_BASE_URL", "https://api.aimlapi.com/v1", "providers", "Base URL for provider aimlapi"},
+    {"AIMLAPI_API_KEY", "", "providers", "API key for aimlapi"},
+    {"GROQ_MODEL", "", "providers", "Model for provider groq (baseline only: no logprobs)"},
+    {"GROQ_BASE_URL", "https://api.groq.com/openai/v1", "providers", "Base URL for provider groq"},
+    {"GROQ_API_KEY", "", "providers", "API key for groq"},
+    {"ANTHROPIC_MODEL", "", "providers", "Model for provider anthropic (baseline only: no logprobs)"},
+    {"ANTHROPIC_BASE_URL", "https://api.anthropic.com/v1", "providers", "Base URL for provider anthropic"},
+    {"ANTHROPIC_API_KEY", "", "providers", "API key for anthropic"},
+    {"GEMINI_MODEL", "", "providers", "Model for provider gemini (baseline only)"},
+    {"GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta", "providers", "Base URL for provider gemini"},
+    {"GEMINI_API_KEY", "", "providers", "API key for gemini"},
+    {"VLLM_BASE_URL", "http://127.0.0.1:8000/v1", "providers", "Base URL for provider vllm"},
+    {"LLAMACPP_BASE_URL", "http://127.0.0.1:8080/v1", "providers", "Base URL for provider llamacpp"},
+    // teacher
+    {"TEACHER_PROVIDER", "", "teacher",
+     "openai, deepseek, openrouter, aimlapi, vllm, llamacpp, bitkd, anthropic, gemini, groq; empty: PROVIDER, "
+     "else the embedded local teacher"},
+    {"TEACHER_MODEL", "", "teacher", "Teacher model name (empty: the provider's *_MODEL)"},
+    {"TEACHER_BASE_URL", "", "teacher", "Teacher base URL (empty: the provider's *_BASE_URL)"},
+    {"TEACHER_API_KEY", "", "teacher", "Teacher API key (empty: the provider's *_API_KEY)"},
+    {"TEACHER_CTX_LEN", "8192", "teacher", "Teacher context length"},
+    {"TEACHER_TOP_LOGPROBS", "20", "teacher", "top_logprobs requested per step (<= 20)"},
+    {"TEACHER_BASELINE_TEMPERATURE", "0.0", "teacher", "Baseline sampling temperature (greedy)"},
+    {"TEACHER_BASELINE_TOP_P", "1.0", "teacher", "Baseline top_p"},
+    {"TEACHER_BASELINE_MAX_TOKENS", "256", "teacher", "Baseline max new tokens per prompt"},
+    {"TEACHER_BASELINE_PROMPTS_FILE", "", "teacher", "Baseline prompts, one per line (empty: task suite eval split)"},
+    {"TEACHER_BASELINE_MAX_PROMPTS", "100", "teacher", "Baseline prompt count"},
+    {"TEACHER_MEMORY_GB", "670", "teacher", "Teacher memory for QEI when the teacher is an API (not measurable)"},
+    {"TEACHER_CONCURRENCY", "4", "teacher", "Parallel requests to the teacher"},
+    {"TEACHER_RPM", "0", "teacher", "Requests-per-minute cap (0: none)"},
+    {"TEACHER_TIMEOUT_S", "120", "teacher", "Per-request timeout"},
+    {"TEACHER_MAX_RETRIES", "5", "teacher", "Retries on 429, 5xx and timeouts"},
+    // KD collection
+    {"KD_TEACHER_TEMPERATURE", "0.8", "collect", "Teacher sampling temperature for KD traces (recorded in shards)"},
+    {"KD_TEACHER_TOP_P", "0.95", "collect", "Teacher top_p for KD traces (recorded in shards)"},
+    {"KD_MAX_TOKENS_PER_PROMPT", "512", "collect", "Max teacher tokens per prompt"},
+    {"KD_MAX_PROMPTS", "0", "collect", "Prompts to collect (0: all)"},
+    {"KD_PROMPTS_FILE", "", "collect", "Collection prompts, one per line or JSONL (empty: task suite train split)"},
+    {"KD_SHARD_ROWS", "200000", "collect", "Step rows per shard before rotating"},
+    {"KD_DATA_PATH", "", "collect", "KD shard directory (default DATA_DIR)"},
+    {"TEMPLATE", "<|user|>\\n{prompt}\\n\\n<|assistant|>\\n", "collect", "Chat template ({prompt} is replaced; \\n escapes)"},
+    {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: the embedded one)"},
+    {"TEACHER_TOKENIZER", "", "collect", "Teacher SentencePiece tokenizer.model for a local teacher"},
+    // training
+    {"MAX_SEQ_LEN", "256", "train", "Training sequence length"},
+    {"MAX_TOPK", "20", "train", "Top-K buckets kept per KD step"},
+    {"TRAIN_BATCH_SIZE", "4", "train", "Sequences per micro-batch"},
+    {"NUM_WORKERS", "0", "train", "Accepted for compatibility; loading is in-process"},
+    {"GRAD_ACCUM_STEPS", "1", "train", "Micro-batches per optimizer step"},
+    {"LR", "6e-4", "train", "Peak learning rate"},
+    {"ADAM_BETA1", "0.9", "train", "AdamW beta1"},
+    {"ADAM_BETA2", "0.95", "train", "AdamW beta2"},
+    {"ADAM_EPS", "1e-8", "train", "AdamW epsilon"},
+    {"WEIGHT_DECAY", "0.1", "train", "Decoupled weight decay (not on norms and embeddings)"},
+    {"GRAD_CLIP_NORM", "1.0", "train", "Global gradient-norm clip (0: off)"},
+    {"WARMUP_STEPS", "0", "train", "Linear warmup steps"},
+    {"LR_SCHEDULE", "cosine", "train", "cosine, linear or constant after warmup"},
+    {"SCHEDULER_TMAX", "1000", "train", "Decay horizon in steps (the PoC's cosine T_max)"},
+    {"SCHEDULER_ETA_MIN", "6e-5", "train", "Final learning rate"},
+    {"TWO_STAGE", "0", "train", "BitNet two-stage schedule: lower peak LR and weight decay 0 in stage 2"},
+    {"TOTAL_STEPS", "1000", "train", "Optimizer steps"},
+    {"LOG_INTERVAL", "50", "train", "Steps between logs/train_metrics.jsonl lines"},
+    {"CHECKPOINT_INTERVAL", "200", "train", "Steps between checkpoints"},
+    {"KEEP_CHECKPOINTS", "3", "train", "Checkpoints kept (older ones are deleted)"},
+    {"BUDGET_TOKENS", "1000000", "train", "Token budget for the A8->A4 flip"},
+    {"FLIP_FRACTION", "0.9", "train", "Flip to 4-bit activations at this fraction of BUDGET_TOKENS"},
+    {"A4_SCOPE", "hybrid", "train", "hybrid (a4.8: 4-bit on q/k/v, gate/up inputs) or all"},
+    {"KD_TAU", "1.3", "train", "Distillation temperature"},
+    {"KD_CE_WEIGHT", "0.25", "train", "Weight of CE on the teacher's sampled token"},
+    {"FORMAT_LOSS_WEIGHT", "0.2", "train", "Extra CE weight on structural tokens"},
+    {"KD_WEIGHT", "1.0", "train", "Weight of the KD term (0: CE-only baseline)"},
+    {"KD_LOSS", "kl", "train", "kl, reverse_kl or jsd over the K+1 buckets"},
+    {"KD_TAU2_SCALE", "0", "train", "1: multiply the KD term by tau^2 (Hinton)"},
+    {"TORCH_DTYPE", "bf16", "train", "Accepted for compatibility; bitkd keeps fp32 master weights"},
+    {"USE_AMP", "1", "train", "Accepted for compatibility; no effect on CPU"},
+    // student model
+    {"MINI_DIM", "768", "model", "Student hidden size"},
+    {"MINI_LAYERS", "12", "model", "Student layers"},
+    {"MINI_HEADS", "12", "model", "Student attention heads"},
+    {"MINI_HEAD_DIM", "64", "model", "Student head dim (= MINI_DIM / MINI_HEADS)"},
+    {"MINI_KV_HEADS", "0", "model", "Student KV heads (0: = MINI_HEADS)"},
+    {"MINI_FFN_DIM", "0", "model", "Student FFN size (0: 8/3 * dim rounded to 64 for swiglu, 4 * dim for relu2)"},
+    {"MINI_FFN_ACT", "swiglu", "model", "swiglu or relu2"},
+    {"MINI_SUBLN", "1", "model", "SubLN before o_proj and down_proj"},
+    {"MINI_TIE_EMBEDDINGS", "1", "model", "Tie LM head to the embedding"},
+    // eval
+    {"EVAL_MAX_NEW_TOKENS", "256", "eval", "Max new tokens per eval prompt"},
+    {"EVAL_MAX_PROMPTS", "10", "eval", "Eval prompt count"},
+    {"EVAL_TEMPERATURE", "0.0", "eval", "Eval sampling temperature"},
+    {"EVAL_TOP_P", "1.0", "eval", "Eval top_p"},
+    {"EVAL_PROMPTS_FILE", "", "eval", "Eval prompts (empty: task suite eval split)"},
+    {"SAVE_SAMPLE_GENERATIONS", "1", "eval", "Keep responses in the eval report"},
+    {"EVAL_STUDENT_QUALITY", "", "eval", "Ignored: bitkd measures quality (the PoC's placeholder)"},
+    {"EVAL_TEACHER_QUALITY", "", "eval", "Ignored: bitkd measures quality (the PoC's placeholder)"},
+    // dry run
+    {"DRYRUN_PRESET", "poc", "dryrun", "poc (ffn 4*dim) or llama2-7b (ffn 11008)"},
+    {"DRYRUN_DIM", "4096", "dryrun", "Dry-run hidden size"},
+    {"DRYRUN_LAYERS", "32", "dryrun", "Dry-run layers"},
+    {"DRYRUN_HEADS", "32", "dryrun", "Dry-run heads"},
+    {"DRYRUN_HEAD_DIM", "128", "dryrun", "Dry-run head dim"},
+    {"DRYRUN_VOCAB", "0", "dryrun", "Dry-run vocab (0: the tokenizer's, else 32000)"},
+    {"DRYRUN_SEQ_LEN", "64", "dryrun", "Tokens in the dry-run forward"},
+    {"DRYRUN_BATCH_SIZE", "1", "dryrun", "Dry-run batch"},
+    {"DRYRUN_ACT_BITS_START", "8", "dryrun", "First forward's activation bits"},
+    {"DRYRUN_ACT_BITS_AFTER", "4", "dryrun", "Second forward's activation bits"},
+    {"DRYRUN_ALLOW_DOWNGRADE", "1", "dryrun", "Accepted for compatibility"},
+    {"DRYRUN_FORCE_CPU", "0", "dryrun", "Accepted for compatibility (bitkd runs on CPU)"},
+    {"DRYRUN_MAX_ALLOC_FRAC", "0.85", "dryrun", "Accepted for compatibility"},
+};
+
+const std::vector<ConfigVar>& config_vars() { return k_vars; }
+
+const ConfigVar* config_find_var(const std::string& name) {
+  for (const ConfigVar& v : k_vars)
+    if (name == v.name) return &v;
+  return nullptr;
+}
+
+bool config_is_secret(const std::string& name) {
+  auto ends_with = [&](const char* s) {
+    size_t n = strlen(s);
+    return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
+  };
+  return ends_with("_API_KEY") || ends_with("_TOKEN") || name == "API_KEY" ||
+         name.find("SECRET") != std::string::npos || name.find("PASSWORD") != std::string::npos;
+}
+
+std::string config_redact(const std::string& value) {
+  if (value.empty()) return "";
+  return "**** (set, " + std::to_string(value.size()) + " chars)";
+}
+
+const char* config_source_name(ConfigSource s) {
+  switch (s) {
+    case SRC_DEFAULT: return "default";
+    case SRC_DOTENV: return ".env";
+    case SRC_ENV: return "env";
+    case SRC_FLAG: return "flag";
+  }
+  return "?";
+}
+
+static std::string trim(const std::string& s) {
+  size_t a = 0, b = s.size();
+  while (a < b && (s[a] == ' ' || s[a] == '\t' || s[a] == '\r')) a++;
+  while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t' || s[b - 1] == '\r')) b--;
+  return s.substr(a, b - a);
+}
+
+Status dotenv_parse(const std::string& text, const std::string& path, std::map<std::string, std::string>* out) {
+  size_t pos = 0;
+  int line_no = 0;
+  while (pos <= text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string line = trim(text.substr(pos, nl - pos));
+    pos = nl + 1;
+    line_no++;
+    if (line.empty() || line[0] == '#') continue;
+    if (line.compare(0, 7, "export ") == 0) line = trim(line.substr(7));
+    size_t eq = line.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return errorf("%s:%d: expected KEY=VALUE, got a line without '=' (fix or comment it out with #)", path.c_str(),
+                    line_no);
+    std::string key = trim(line.substr(0, eq));
+    for (char ch : key)
+      if (!(isalnum((unsigned char)ch) || ch == '_'))
+        return errorf("%s:%d: invalid variable name '%s' (letters, digits and _ only)", path.c_str(), line_no,
+                      key.c_str());
+    std::string val = trim(line.substr(eq + 1));
+    if (!val.empty() && (val[0] == '"' || val[0] == '\'')) {
+      char q = val[0];
+      size_t end = val.find(q, 1);
+      if (end == std::string::npos)
+        return errorf("%s:%d: unterminated quote in the value of %s", path.c_str(), line_no, key.c_str());
+      val = val.substr(1, end - 1);
+    } else {
+      size_t hash = val.find(" #");
+      if (hash != std::string::npos) val = trim(val.substr(0, hash));
+    }
+    (*out)[key] = val;
+  }
+  return ok_status();
+}
+
+void config_set(Config* c, const std::string& name, const std::string& value, ConfigSource src) {
+  c->values[name] = value;
+  c->sources[name] = src;
+}
+
+Status config_load(Config* c, const std::string& dotenv_path, const std::map<std::string, std::string>& flag_values) {
+  c->values.clear();
+  c->sources.clear();
+  c->dotenv_path.clear();
+  for (const ConfigVar& v : k_vars) config_set(c, v.name, v.default_value, SRC_DEFAULT);
+  if (!dotenv_path.empty() && file_exists(dotenv_path)) {
+    std::string text;
+    BK_TRY(read_file(dotenv_path, &text));
+    std::map<std::string, std::string> kv;
+    BK_TRY(dotenv_parse(text, dotenv_path, &kv));
+    for (auto& it : kv) config_set(c, it.first, it.second, SRC_DOTENV);
+    c->dotenv_path = dotenv_path;
+  }
+  // The environment: registered names, plus provider keys and anything the .env named.
+  for (char** e = environ; e && *e; e++) {
+    const char* eq = strchr(*e, '=');
+    if (!eq) continue;
+    std::string name(*e, eq - *e);
+    if (config_find_var(name) || c->values.count(name) || config_is_secret(name))
+      config_set(c, name, std::string(eq + 1), SRC_ENV);
+  }
+  for (auto& it : flag_values) config_set(c, it.first, it.second, SRC_FLAG);
+  return ok_status();
+}
+
+bool config_has(const Config& c, const std::string& name) {
+  auto it = c.values.find(name);
+  return it != c.values.end() && !it->second.empty();
+}
+
+std::string config_str(const Config& c, const std::string& name, const std::string& fallback) {
+  auto it = c.values.find(name);
+  if (it == c.values.end() || it->second.empty()) return fallback;
+  return it->second;
+}
+
+static std::string where(const Config& c, const std::string& name) {
+  auto it = c.sources.find(name);
+  ConfigSource s = it == c.sources.end() ? SRC_DEFAULT : it->second;
+  if (s == SRC_DOTENV) return "from " + c.dotenv_path;
+  return std::string("from ") + config_source_name(s);
+}
+
+Status config_int(const Config& c, const std::string& name, long long* out) {
+  std::string v = config_str(c, name);
+  if (v.empty()) return errorf("%s is not set (an integer is required)", name.c_str());
+  char* end = nullptr;
+  errno = 0;
+  long long x = strtoll(v.c_str(), &end, 10);
+  if (errno || end == v.c_str() || *end != 0)
+    return errorf("%s=%s (%s) is not an integer", name.c_str(), v.c_str(), where(c, name).c_str());
+  *out = x;
+  return ok_status();
+}
+
+Status config_double(const Config& c, const std::string& name, double* out) {
+  std::string v = config_str(c, name);
+  if (v.empty()) return errorf("%s is not set (a number is required)", name.c_str());
+  char* end = nullptr;
+  errno = 0;
+  double x = strtod(v.c_str(), &end);
+  if (errno || end == v.c_str() || *end != 0)
+    return errorf("%s=%s (%s) is not a number", name.c_str(), v.c_str(), where(c, name).c_str());
+  *out = x;
+  return ok_status();
+}
+
+Status config_bool(const Config& c, const std::string& name, bool* out) {
+  std::string v = config_str(c, name);
+  for (char& ch : v) ch = (char)tolower((unsigned char)ch);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") *out = true;
+  else if (v == "0" || v == "false" || v == "no" || v == "off" || v.empty()) *out = false;
+  else
+    return errorf("%s=%s (%s) is not a boolean (use 1/0, true/false)", name.c_str(), v.c_str(),
+                  where(c, name).c_str());
+  return ok_status();
+}
+
+ArtifactPaths artifact_paths(const Config& c) {
+  ArtifactPaths p;
+  p.root = config_str(c, "ARTIFACTS_DIR", config_str(c, "DRIVE_ROOT", "artifacts"));
+  p.data = config_str(c, "DATA_DIR", path_join(p.root, "data"));
+  p.checkpoints = config_str(c, "CHECKPOINTS_DIR", path_join(p.root, "checkpoints"));
+  p.reports = config_str(c, "REPORTS_DIR", path_join(p.root, "reports"));
+  p.logs = config_str(c, "LOGS_DIR", path_join(p.root, "logs"));
+  return p;
+}
+
+Status ensure_artifact_dirs(const Config& c, const ArtifactPaths& p) {
+  bool create = true;
+  BK_TRY(config_bool(c, "AUTO_CREATE_DIRS", &create));
+  for (const std::string* d : {&p.root, &p.data, &p.checkpoints, &p.reports, &p.logs}) {
+    if (dir_exists(*d)) continue;
+    if (!create) return errorf("artifact directory %s does not exist and AUTO_CREATE_DIRS=0", d->c_str());
+    BK_TRY(make_dirs(*d));
+  }
+  return ok_status();
+}
+
+}  // namespace bk

@@ -1,0 +1,63 @@
+#pragma once
+// Configuration: flags > environment > .env > defaults (DESIGN.md §6).
+// Every variable bitkd reads is registered in one table (config.cpp) with its
+// default and help text; `bitkd check-env` and the README are generated from it.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace bk {
+
+struct ConfigVar {
+  const char* name;
+  const char* default_value;
+  const char* group;  // "paths", "teacher", "collect", "train", "model", "eval", "dryrun", ...
+  const char* help;
+};
+
+// All registered variables, in display order.
+const std::vector<ConfigVar>& config_vars();
+const ConfigVar* config_find_var(const std::string& name);
+// True for names that hold credentials (*_API_KEY, *_TOKEN, *SECRET*, *PASSWORD*).
+bool config_is_secret(const std::string& name);
+// "****" plus the length; never any character of the secret itself.
+std::string config_redact(const std::string& value);
+
+enum ConfigSource { SRC_DEFAULT = 0, SRC_DOTENV = 1, SRC_ENV = 2, SRC_FLAG = 3 };
+const char* config_source_name(ConfigSource s);
+
+struct Config {
+  std::map<std::string, std::string> values;
+  std::map<std::string, ConfigSource> sources;
+  std::string dotenv_path;  // the .env actually read ("" if none)
+};
+
+// Parses KEY=VALUE lines (comments, blank lines, `export `, single/double quotes).
+// Errors name the file and line.
+Status dotenv_parse(const std::string& text, const std::string& path, std::map<std::string, std::string>* out);
+
+// Resolves every registered variable, plus any extra name found in .env or set
+// by a flag. dotenv_path may not exist (then it is skipped); pass "" to skip.
+Status config_load(Config* c, const std::string& dotenv_path, const std::map<std::string, std::string>& flag_values);
+// Sets a value with the given source (used by flags after loading).
+void config_set(Config* c, const std::string& name, const std::string& value, ConfigSource src);
+
+bool config_has(const Config& c, const std::string& name);  // set and non-empty
+std::string config_str(const Config& c, const std::string& name, const std::string& fallback = "");
+// Numeric getters: an unparsable value is an error naming the variable and its source.
+Status config_int(const Config& c, const std::string& name, long long* out);
+Status config_double(const Config& c, const std::string& name, double* out);
+Status config_bool(const Config& c, const std::string& name, bool* out);  // 1/0 true/false yes/no on/off
+
+// The artifact root and its sub-directories (DESIGN.md §5). ARTIFACTS_DIR wins,
+// then DRIVE_ROOT (the PoC's), then ./artifacts; *_DIR variables override each.
+struct ArtifactPaths {
+  std::string root, data, checkpoints, reports, logs;
+};
+ArtifactPaths artifact_paths(const Config& c);
+// mkdir -p for every directory (AUTO_CREATE_DIRS=0 turns this into a check).
+Status ensure_artifact_dirs(const Config& c, const ArtifactPaths& p);
+
+}  // namespace bk

@@ -1,0 +1,65 @@
+#pragma once
+// Inference session: one KV cache over a Model's weights, for the server, the
+// teacher baseline, the evaluator and the collector's local teacher.
+// Float models run float math; ternary models run the exact fake-quant math
+// of the training forward (same quantizers, same act_bits), so the session's
+// logits equal model_forward's on the same tokens. A packed-ternary backend
+// (2-bit weights, integer kernels) sits behind the same API.
+//
+// Sessions never share mutable state: each owns its cache and scratch, and only
+// reads the Model, so one Model can serve many concurrent sessions.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "model/model.h"
+
+namespace bk {
+
+enum InferBackend {
+  INFER_FLOAT = 0,   // fp32 weights (fake-quant for ternary models)
+  INFER_PACKED = 1,  // packed ternary weights + int8/int4 activations (ternary models only)
+};
+
+struct InferSession;  // defined in model/infer.cpp
+
+// Prepared read-only weights for inference (quantized/packed once), shared by sessions.
+struct InferWeights;
+Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out);
+void infer_weights_destroy(InferWeights* w);
+size_t infer_weights_bytes(const InferWeights* w);  // bytes actually held for weights
+
+// max_ctx: KV cache capacity in tokens (<= cfg.max_seq_len unless RoPE allows more).
+Status infer_session_create(const InferWeights* w, int max_ctx, InferSession** out);
+void infer_session_destroy(InferSession* s);
+void infer_session_reset(InferSession* s);  // empty the cache
+int infer_session_pos(const InferSession* s);   // tokens in the cache
+int infer_session_max_ctx(const InferSession* s);
+
+// Appends n tokens (batched prefill) and computes the logits of the last one.
+// Errors: id out of range, cache full (names the capacity).
+Status infer_session_eval(InferSession* s, const int32_t* tokens, int n);
+// [vocab] logits after the last infer_session_eval.
+const float* infer_session_logits(const InferSession* s);
+int infer_session_vocab(const InferSession* s);
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;
+  int top_k = 0;             // 0 = off
+};
+// Picks a token from logits; greedy ties go to the lowest id.
+int sample_token(const float* logits, int vocab, const SamplingParams& p, Rng* rng);
+
+struct TokenLogprob {
+  int id;
+  float logprob;
+};
+// The k most likely tokens under softmax(logits) (temperature 1, the model's
+// own distribution, as OpenAI's logprobs report), sorted by logprob descending.
+void top_logprobs(const float* logits, int vocab, int k, std::vector<TokenLogprob>* out);
+float token_logprob(const float* logits, int vocab, int id);
+
+}  // namespace bk
