@@ -1,0 +1,438 @@
+// Inference sessions against the training forward, sampling and log-probabilities.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/generate.h"
+#include "model/infer.h"
+#include "model/model.h"
+
+using namespace bk;
+
+namespace {
+
+ModelConfig small_config(WeightQuant wq, int act_bits, A4Scope scope = A4_HYBRID) {
+  ModelConfig c;
+  c.vocab_size = 97;
+  c.dim = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;  // GQA: two query heads per KV head
+  c.head_dim = 16;
+  c.ffn_dim = 96;
+  c.max_seq_len = 40;
+  c.weight_quant = wq;
+  c.act_bits = act_bits;
+  c.a4_scope = scope;
+  return c;
+}
+
+std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
+  Rng r;
+  rng_seed(&r, seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = (int32_t)rng_below(&r, vocab);
+  return t;
+}
+
+// Reference logits [T, V] from the training forward.
+std::vector<float> forward_logits(Model* m, const std::vector<int32_t>& toks) {
+  const int T = (int)toks.size();
+  Activations* a = activations_create(*m, 1, T);
+  EXPECT_NE(a, nullptr);
+  Status st = model_forward(m, a, toks.data(), nullptr, 1, T);
+  EXPECT_TRUE(st.ok()) << st.msg;
+  const float* lg = activations_logits(a);
+  std::vector<float> out(lg, lg + (size_t)T * m->cfg.vocab_size);
+  activations_destroy(a);
+  return out;
+}
+
+// max |a - b| / max |b|
+double rel_err(const float* a, const float* b, int n) {
+  double num = 0, den = 0;
+  for (int i = 0; i < n; i++) {
+    num = std::max(num, (double)std::fabs(a[i] - b[i]));
+    den = std::max(den, (double)std::fabs(b[i]));
+  }
+  return num / std::max(den, 1e-30);
+}
+
+struct Fixture {
+  Model m;
+  InferWeights* w = nullptr;
+  ~Fixture() { infer_weights_destroy(w); }
+};
+
+void build(Fixture* f, const ModelConfig& c, InferBackend be, uint64_t seed = 7) {
+  Status st = model_init(&f->m, c, seed);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  // Larger weights than the init's 0.02 so logits have a real spread.
+  Rng r;
+  rng_seed(&r, seed + 1);
+  for (const ParamInfo& p : f->m.info)
+    if (p.kind != PARAM_NORM)
+      for (size_t i = 0; i < p.numel; i++) f->m.params[p.offset + i] = 0.15f * rng_normal(&r);
+  st = infer_weights_create(&f->m, be, &f->w);
+  ASSERT_TRUE(st.ok()) << st.msg;
+}
+
+// Session logits against model_forward: batched prefill (every position, and
+// in two chunks) within tol; token-by-token decode within tol at every position
+// for float models, else (quantized activations) at
+// least 90% of positions within tol and all within 1e-2: decode uses a GEMV
+// whose fp32 summation order differs from the training GEMM, and a value that
+// lands within rounding error of a quantizer boundary may take the
+// neighbouring level (one quantization step, a ~1e-3 change).
+void check_matches_forward(const ModelConfig& c, const char* label, InferBackend be = INFER_FLOAT,
+                           double tol = 1e-4) {
+  Fixture f;
+  build(&f, c, be);
+  const int T = 24, V = c.vocab_size;
+  std::vector<int32_t> toks = random_tokens(T, V, 99);
+  std::vector<float> ref = forward_logits(&f.m, toks);
+  const bool decode_exact = c.act_bits == 0;
+
+  InferSession* s = nullptr;
+  ASSERT_TRUE(infer_session_create(f.w, 0, &s).ok());
+  ASSERT_EQ(infer_session_max_ctx(s), c.max_seq_len);
+
+  // One batch, all positions.
+  std::vector<float> all((size_t)T * V);
+  ASSERT_TRUE(infer_session_eval_all(s, toks.data(), T, all.data()).ok());
+  double worst = 0;
+  for (int t = 0; t < T; t++) worst = std::max(worst, rel_err(all.data() + (size_t)t * V, ref.data() + (size_t)t * V, V));
+  printf("[%s] one batch, all positions: max relative error %.3g\n", label, worst);
+  EXPECT_LE(worst, tol) << label << " batched prefill";
+  EXPECT_LE(rel_err(infer_session_logits(s), ref.data() + (size_t)(T - 1) * V, V), tol);
+
+  // Two chunks: the second attends to the cached first.
+  infer_session_reset(s);
+  ASSERT_TRUE(infer_session_eval_all(s, toks.data(), 9, all.data()).ok());
+  ASSERT_TRUE(infer_session_eval_all(s, toks.data() + 9, T - 9, all.data() + (size_t)9 * V).ok());
+  worst = 0;
+  for (int t = 0; t < T; t++) worst = std::max(worst, rel_err(all.data() + (size_t)t * V, ref.data() + (size_t)t * V, V));
+  printf("[%s] two chunks, all positions: max relative error %.3g\n", label, worst);
+  EXPECT_LE(worst, tol) << label << " chunked prefill";
+
+  // Token by token (decode path).
+  infer_session_reset(s);
+  worst = 0;
+  int over = 0;
+  for (int t = 0; t < T; t++) {
+    ASSERT_TRUE(infer_session_eval(s, &toks[t], 1).ok());
+    ASSERT_EQ(infer_session_pos(s), t + 1);
+    double e = rel_err(infer_session_logits(s), ref.data() + (size_t)t * V, V);
+    worst = std::max(worst, e);
+    over += e > tol;
+  }
+  printf("[%s] token by token: max relative error %.3g, %d of %d positions above %.0e\n", label, worst, over, T, tol);
+  if (decode_exact) {
+    EXPECT_EQ(over, 0) << label;
+  } else {
+    EXPECT_LE(over, T / 10) << label;
+    EXPECT_LE(worst, 1e-2) << label;
+  }
+  infer_session_destroy(s);
+}
+
+}  // namespace
+
+TEST(Infer, FloatMatchesForward) { check_matches_forward(small_config(WQ_NONE, 0), "float"); }
+
+TEST(Infer, TernaryA8MatchesForward) { check_matches_forward(small_config(WQ_TERNARY, 8), "ternary A8"); }
+
+TEST(Infer, TernaryA4HybridMatchesForward) {
+  check_matches_forward(small_config(WQ_TERNARY, 4, A4_HYBRID), "ternary A4 hybrid");
+}
+
+TEST(Infer, TernaryA4AllMatchesForward) {
+  check_matches_forward(small_config(WQ_TERNARY, 4, A4_ALL), "ternary A4 all");
+}
+
+TEST(Infer, Relu2NoSublnUntiedMatchesForward) {
+  ModelConfig c = small_config(WQ_TERNARY, 8);
+  c.ffn_act = FFN_RELU2;
+  c.subln = false;
+  c.tie_embeddings = false;
+  c.n_kv_heads = 1;  // multi-query
+  check_matches_forward(c, "relu2 no-subln untied MQA");
+}
+
+TEST(Infer, PackedMatchesFakeQuant) {
+  // Integer kernels on the same codes and scales: equal up to float rounding.
+  check_matches_forward(small_config(WQ_TERNARY, 8), "packed A8", INFER_PACKED, 1e-4);
+  check_matches_forward(small_config(WQ_TERNARY, 4, A4_HYBRID), "packed A4 hybrid", INFER_PACKED, 1e-4);
+  ModelConfig c = small_config(WQ_TERNARY, 4, A4_ALL);
+  c.ffn_act = FFN_RELU2;
+  c.subln = false;
+  c.tie_embeddings = false;
+  check_matches_forward(c, "packed A4 all, relu2 no-subln untied", INFER_PACKED, 1e-4);
+}
+
+TEST(Infer, PackedIsSmallerAndNeedsTernary) {
+  Fixture f, g;
+  build(&f, small_config(WQ_TERNARY, 8), INFER_FLOAT);
+  build(&g, small_config(WQ_TERNARY, 8), INFER_PACKED);
+  size_t fb = infer_weights_bytes(f.w), pb = infer_weights_bytes(g.w);
+  printf("weights: float %zu bytes, packed %zu bytes\n", fb, pb);
+  EXPECT_EQ(fb, model_num_params(f.m) * sizeof(float));
+  EXPECT_LT(pb, fb);
+  // Embedding (tied head) + norms stay fp32; projections cost about 2 bits each.
+  const ModelConfig& c = f.m.cfg;
+  size_t fp32 = ((size_t)c.vocab_size * c.dim + (size_t)c.n_layers * (2 * c.dim + c.n_heads * c.head_dim + c.ffn_dim) +
+                 c.dim) * 4;
+  EXPECT_GT(pb, fp32);
+  EXPECT_LT(pb, fp32 + (model_num_params(f.m) - fp32 / 4) / 2);
+
+  Model fm;
+  ASSERT_TRUE(model_init(&fm, small_config(WQ_NONE, 0), 1).ok());
+  InferWeights* w = nullptr;
+  Status st = infer_weights_create(&fm, INFER_PACKED, &w);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("ternary"), std::string::npos) << st.msg;
+}
+
+TEST(Infer, WeightsOutliveModel) {
+  ModelConfig c = small_config(WQ_TERNARY, 8);
+  std::vector<int32_t> toks = random_tokens(10, c.vocab_size, 3);
+  std::vector<float> ref;
+  InferWeights* w = nullptr;
+  {
+    Fixture f;
+    build(&f, c, INFER_PACKED);
+    ref = forward_logits(&f.m, toks);
+    w = f.w;
+    f.w = nullptr;  // keep the weights, drop the model
+  }
+  InferSession* s = nullptr;
+  ASSERT_TRUE(infer_session_create(w, 16, &s).ok());
+  ASSERT_TRUE(infer_session_eval(s, toks.data(), 10).ok());
+  EXPECT_LE(rel_err(infer_session_logits(s), ref.data() + 9 * c.vocab_size, c.vocab_size), 1e-4);
+  infer_session_destroy(s);
+  infer_weights_destroy(w);
+}
+
+TEST(Infer, Errors) {
+  Fixture f;
+  build(&f, small_config(WQ_NONE, 0), INFER_FLOAT);
+  InferSession* s = nullptr;
+  ASSERT_TRUE(infer_session_create(f.w, 5, &s).ok());
+  int32_t bad = 97;
+  Status st = infer_session_eval(s, &bad, 1);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("97"), std::string::npos) << st.msg;
+  std::vector<int32_t> toks = random_tokens(6, 97, 1);
+  st = infer_session_eval(s, toks.data(), 6);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("capacity of 5"), std::string::npos) << st.msg;
+  EXPECT_EQ(infer_session_pos(s), 0);
+  ASSERT_TRUE(infer_session_eval(s, toks.data(), 5).ok());
+  st = infer_session_eval(s, toks.data(), 1);
+  EXPECT_FALSE(st.ok());
+  infer_session_destroy(s);
+}
+
+// ---- sampling ----------------------------------------------------------------
+
+TEST(Sampling, GreedyTiesGoToLowestId) {
+  float lg[6] = {0.5f, 2.0f, -1.0f, 2.0f, 1.9f, 2.0f};
+  Rng r;
+  rng_seed(&r, 1);
+  SamplingParams p;
+  EXPECT_EQ(sample_token(lg, 6, p, &r), 1);
+  p.temperature = 1.0f;
+  p.top_k = 1;
+  EXPECT_EQ(sample_token(lg, 6, p, &r), 1);
+}
+
+TEST(Sampling, SeededReproducible) {
+  std::vector<float> lg = {1.0f, 0.5f, 0.2f, 0.0f, -0.3f, 0.8f, 0.1f};
+  SamplingParams p;
+  p.temperature = 1.0f;
+  auto draw = [&](uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    std::vector<int> v;
+    for (int i = 0; i < 64; i++) v.push_back(sample_token(lg.data(), (int)lg.size(), p, &r));
+    return v;
+  };
+  EXPECT_EQ(draw(42), draw(42));
+  EXPECT_NE(draw(42), draw(43));
+}
+
+TEST(Sampling, TopPKeepsTheNucleus) {
+  // probabilities 0.5, 0.3, 0.15, 0.05
+  std::vector<float> lg = {std::log(0.5f), std::log(0.3f), std::log(0.15f), std::log(0.05f)};
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.7f;  // nucleus {0, 1}: 0.5 < 0.7 <= 0.8
+  Rng r;
+  rng_seed(&r, 5);
+  int counts[4] = {0, 0, 0, 0};
+  const int n = 4000;
+  for (int i = 0; i < n; i++) counts[sample_token(lg.data(), 4, p, &r)]++;
+  EXPECT_EQ(counts[2], 0);
+  EXPECT_EQ(counts[3], 0);
+  // Renormalised within the nucleus: 0.625 / 0.375.
+  EXPECT_NEAR(counts[0] / (double)n, 0.625, 0.03);
+  EXPECT_NEAR(counts[1] / (double)n, 0.375, 0.03);
+
+  p.top_p = 1.0f;
+  p.top_k = 3;
+  int k3[4] = {0, 0, 0, 0};
+  for (int i = 0; i < n; i++) k3[sample_token(lg.data(), 4, p, &r)]++;
+  EXPECT_EQ(k3[3], 0);
+  EXPECT_GT(k3[2], 0);
+  // Plain temperature sampling follows the softmax.
+  p.top_k = 0;
+  int all[4] = {0, 0, 0, 0};
+  for (int i = 0; i < n; i++) all[sample_token(lg.data(), 4, p, &r)]++;
+  EXPECT_NEAR(all[3] / (double)n, 0.05, 0.015);
+  EXPECT_NEAR(all[0] / (double)n, 0.5, 0.03);
+}
+
+TEST(Logprobs, TopLogprobsOrderAndMass) {
+  std::vector<float> lg(50);
+  Rng r;
+  rng_seed(&r, 9);
+  for (auto& x : lg) x = 3.0f * rng_normal(&r);
+  lg[17] = lg[4];  // a tie: the lower id comes first
+  std::vector<TokenLogprob> top;
+  top_logprobs(lg.data(), 50, 50, &top);
+  ASSERT_EQ(top.size(), 50u);
+  double mass = 0;
+  for (size_t i = 0; i < top.size(); i++) {
+    mass += std::exp((double)top[i].logprob);
+    if (i) {
+      EXPECT_GE(top[i - 1].logprob, top[i].logprob);
+    }
+    EXPECT_FLOAT_EQ(top[i].logprob, token_logprob(lg.data(), 50, top[i].id));
+  }
+  EXPECT_NEAR(mass, 1.0, 1e-5);
+  for (size_t i = 0; i < top.size(); i++) {
+    if (top[i].id != 17) continue;
+    bool seen4 = false;
+    for (size_t j = 0; j < i; j++) seen4 |= top[j].id == 4;
+    EXPECT_TRUE(seen4);
+  }
+  std::vector<TokenLogprob> top5;
+  top_logprobs(lg.data(), 50, 5, &top5);
+  ASSERT_EQ(top5.size(), 5u);
+  for (int i = 0; i < 5; i++) EXPECT_EQ(top5[i].id, top[i].id);
+  float mx = lg[0];
+  int am = 0;
+  for (int i = 1; i < 50; i++)
+    if (lg[i] > mx) mx = lg[i], am = i;
+  EXPECT_EQ(top5[0].id, am);
+  double partial = 0;
+  for (auto& t : top5) partial += std::exp((double)t.logprob);
+  EXPECT_LT(partial, 1.0);
+}
+
+// ---- generation ---------------------------------------------------------------
+
+TEST(Generate, LengthStopAndEos) {
+  Fixture f;
+  build(&f, small_config(WQ_TERNARY, 8), INFER_FLOAT);
+  InferSession* s = nullptr;
+  ASSERT_TRUE(infer_session_create(f.w, 0, &s).ok());
+  std::vector<int32_t> prompt = random_tokens(5, 97, 11);
+  GenerateOptions o;
+  o.max_new_tokens = 8;
+  o.top_logprobs = 3;
+  GenerateResult g;
+  ASSERT_TRUE(generate(s, prompt, o, &g).ok());
+  EXPECT_EQ(g.finish_reason, "length");
+  ASSERT_EQ(g.ids.size(), 8u);
+  ASSERT_EQ(g.logprobs.size(), 8u);
+  ASSERT_EQ(g.top.size(), 8u);
+  for (size_t i = 0; i < 8; i++) {
+    ASSERT_EQ(g.top[i].size(), 3u);
+    EXPECT_EQ(g.top[i][0].id, g.ids[i]);  // greedy picks the top token
+    EXPECT_FLOAT_EQ(g.top[i][0].logprob, g.logprobs[i]);
+  }
+  // Greedy output equals argmax of the training forward over the growing sequence.
+  std::vector<int32_t> seq = prompt;
+  for (int i = 0; i < 8; i++) {
+    std::vector<float> ref = forward_logits(&f.m, seq);
+    const float* last = ref.data() + (seq.size() - 1) * 97;
+    int am = 0;
+    for (int v = 1; v < 97; v++)
+      if (last[v] > last[am]) am = v;
+    EXPECT_EQ(g.ids[i], am) << "step " << i;
+    seq.push_back(g.ids[i]);
+  }
+
+  // EOS: the greedy third token as eos stops before it.
+  GenerateOptions e = o;
+  e.eos_id = g.ids[2];
+  GenerateResult ge;
+  ASSERT_TRUE(generate(s, prompt, e, &ge).ok());
+  EXPECT_EQ(ge.finish_reason, "stop");
+  size_t first = 0;
+  while (g.ids[first] != g.ids[2]) first++;
+  EXPECT_EQ(ge.ids.size(), first);
+
+  // Callback stop after two tokens.
+  GenerateOptions c = o;
+  int calls = 0;
+  c.on_token = [&](int32_t) { return ++calls == 2; };
+  GenerateResult gc;
+  ASSERT_TRUE(generate(s, prompt, c, &gc).ok());
+  EXPECT_EQ(gc.finish_reason, "stop");
+  EXPECT_EQ(gc.ids.size(), 2u);
+
+  // Context full -> "length".
+  InferSession* small = nullptr;
+  ASSERT_TRUE(infer_session_create(f.w, 7, &small).ok());
+  GenerateResult gl;
+  ASSERT_TRUE(generate(small, prompt, o, &gl).ok());
+  EXPECT_EQ(gl.finish_reason, "length");
+  EXPECT_EQ(gl.ids.size(), 3u);  // 5 prompt + 2 evaluated + the last sampled one
+  infer_session_destroy(small);
+  infer_session_destroy(s);
+}
+
+TEST(Generate, ConcurrentSessionsMatchSequential) {
+  Fixture f;
+  build(&f, small_config(WQ_TERNARY, 4), INFER_FLOAT);
+  GenerateOptions o;
+  o.max_new_tokens = 20;
+  o.sampling.temperature = 0.9f;
+  o.sampling.top_p = 0.95f;
+  o.top_logprobs = 2;
+  std::vector<int32_t> p1 = random_tokens(7, 97, 21), p2 = random_tokens(12, 97, 22);
+  auto run = [&](const std::vector<int32_t>& prompt, uint64_t seed, GenerateResult* out) {
+    InferSession* s = nullptr;
+    ASSERT_TRUE(infer_session_create(f.w, 0, &s).ok());
+    GenerateOptions oo = o;
+    oo.seed = seed;
+    ASSERT_TRUE(generate(s, prompt, oo, out).ok());
+    infer_session_destroy(s);
+  };
+  GenerateResult a_seq, b_seq, a_par, b_par;
+  run(p1, 100, &a_seq);
+  run(p2, 200, &b_seq);
+  for (int rep = 0; rep < 3; rep++) {
+    std::thread t1([&] { run(p1, 100, &a_par); });
+    std::thread t2([&] { run(p2, 200, &b_par); });
+    t1.join();
+    t2.join();
+    EXPECT_EQ(a_par.ids, a_seq.ids);
+    EXPECT_EQ(b_par.ids, b_seq.ids);
+    EXPECT_EQ(a_par.logprobs, a_seq.logprobs);
+    EXPECT_EQ(b_par.logprobs, b_seq.logprobs);
+  }
+  // Same seed reproduces; the sampled run differs from another seed.
+  GenerateResult a2;
+  run(p1, 100, &a2);
+  EXPECT_EQ(a2.ids, a_seq.ids);
+  GenerateResult a3;
+  run(p1, 101, &a3);
+  EXPECT_NE(a3.ids, a_seq.ids);
+}
