@@ -120,15 +120,22 @@ float* activations_logits(Activations* a);
 // (nullptr = no padding). Padding is never attended; a fully padded row gives
 // zeros. Returns an error for an id outside [0, vocab). act_bits and the flip
 // scope are read from m->cfg at every call, so the trainer flips by editing cfg.
+// batch/seq may be smaller than the arena's; seq <= cfg.max_seq_len. RoPE
+// position = column in the row (left padding is harmless: RoPE is relative).
 Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint8_t* key_mask, int batch, int seq);
 // Accumulates parameter gradients into m->grads from the dlogits left in the
-// logits buffer by the loss. Requires model_alloc_grads.
-void model_backward(Model* m, Activations* a);
+// logits buffer by the loss (STE through every quantizer). Errors when no
+// forward ran on this arena or model_alloc_grads was not called.
+Status model_backward(Model* m, Activations* a);
 
 // Time split of the last forward/backward (seconds), for benchmarks.
+// matmul_s covers both passes: every sgemm, attention included; the FLOP
+// counts are the useful matmul FLOPs (projections, LM head, and attention over
+// the causal triangle), so MFU = (flops_forward + flops_backward) / time / peak.
+// The loss between the two passes is not included in any of them.
 struct ModelTimings {
   double forward_s, backward_s, matmul_s;
-  double flops_forward, flops_backward;  // counted matmul FLOPs
+  double flops_forward, flops_backward;
 };
 ModelTimings model_last_timings(const Activations* a);
 

@@ -1,0 +1,123 @@
+// Causal multi-head attention with a key padding mask and grouped KV heads.
+// Scores and weighted sums go through sgemm on strided views of q/k/v; the
+// softmax probabilities are saved for the backward pass.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
+
+namespace bk {
+
+// Work is split into blocks of query rows; a block [r0, r1) only needs keys
+// [0, r1) (causal), so the score and value matmuls skip most of the masked
+// upper triangle while staying sgemm-sized. Inside an OpenMP region OpenBLAS
+// runs single-threaded, so each (batch, head) is one thread's job.
+static const int kRowBlock = 64;
+
+// Per-thread scratch, grown on demand and kept (no per-call allocation).
+static float* scratch(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// q [B,T,H,d], k,v [B,T,KV,d], mask [B,T] -> out [B,T,H,d], att [B,H,T,T]
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const uint8_t* mask,
+                       int B, int T, int H, int KV, int d) {
+  const float scale = 1.0f / std::sqrt((float)d);
+  const int group = H / KV;
+  const int Q = H * d, K = KV * d;  // token row strides of q/out and k/v
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if ((double)B * H * T * T * d > 262144.0)
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < H; h++) {
+      const int kvh = h / group;
+      const float* qb = q + (size_t)b * T * Q + (size_t)h * d;   // [T, d] rows stride Q
+      const float* kb = k + (size_t)b * T * K + (size_t)kvh * d;  // [T, d] rows stride K
+      const float* vb = v + (size_t)b * T * K + (size_t)kvh * d;
+      float* ob = out + (size_t)b * T * Q + (size_t)h * d;
+      float* P = att + ((size_t)b * H + h) * T * T;  // [T, T]
+      const uint8_t* mrow = mask ? mask + (size_t)b * T : nullptr;
+      for (int r0 = 0; r0 < T; r0 += kRowBlock) {
+        const int r1 = r0 + kRowBlock < T ? r0 + kRowBlock : T;
+        // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T
+        gemm(false, true, r1 - r0, r1, d, scale, qb + (size_t)r0 * Q, Q, kb, K, 0.0f, P + (size_t)r0 * T, T);
+        for (int t = r0; t < r1; t++) {
+          float* row = P + (size_t)t * T;
+          // padded keys -> -inf, so their exp is exactly 0
+          if (mrow)
+            for (int t2 = 0; t2 <= t; t2++)
+              if (!mrow[t2]) row[t2] = -INFINITY;
+          const float mx = vec_max(row, t + 1);
+          if (mx == -INFINITY) {  // no visible real key: zero probabilities, zero output
+            memset(row, 0, sizeof(float) * T);
+            continue;
+          }
+          const double sum = vec_exp_shift_sum(row, t + 1, mx);
+          vec_scale(row, t + 1, (float)(1.0 / sum));
+          memset(row + t + 1, 0, sizeof(float) * (T - t - 1));
+        }
+        // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
+        gemm(false, false, r1 - r0, d, r1, 1.0f, P + (size_t)r0 * T, T, vb, K, 0.0f, ob + (size_t)r0 * Q, Q);
+      }
+    }
+  }
+}
+
+// With P = softmax(S), S = scale * q k^T, O = P v:
+//   dP = dO v^T;  dS = P * (dP - rowsum(P * dP));  dq = scale dS k;  dk = scale dS^T q;  dv = P^T dO
+// Parallel over (batch, kv head): each task owns its dk/dv rows and the dq rows
+// of the query heads in its group, so there are no write races.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* att, int B, int T, int H, int KV, int d) {
+  const float scale = 1.0f / std::sqrt((float)d);
+  const int group = H / KV;
+  const int Q = H * d, K = KV * d;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if ((double)B * H * T * T * d > 262144.0 && B * KV > 1)
+  for (int b = 0; b < B; b++) {
+    for (int kvh = 0; kvh < KV; kvh++) {
+      float* dS = scratch((size_t)kRowBlock * T);  // [rows, T]
+      const float* kb = k + (size_t)b * T * K + (size_t)kvh * d;
+      const float* vb = v + (size_t)b * T * K + (size_t)kvh * d;
+      float* dkb = dk + (size_t)b * T * K + (size_t)kvh * d;
+      float* dvb = dv + (size_t)b * T * K + (size_t)kvh * d;
+      for (int t = 0; t < T; t++) {
+        memset(dkb + (size_t)t * K, 0, sizeof(float) * d);
+        memset(dvb + (size_t)t * K, 0, sizeof(float) * d);
+      }
+      for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float* qb = q + (size_t)b * T * Q + (size_t)h * d;
+        const float* dob = dout + (size_t)b * T * Q + (size_t)h * d;
+        float* dqb = dq + (size_t)b * T * Q + (size_t)h * d;
+        const float* P = att + ((size_t)b * H + h) * T * T;
+        for (int r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int r1 = r0 + kRowBlock < T ? r0 + kRowBlock : T, nr = r1 - r0;
+          const float* Pb = P + (size_t)r0 * T;
+          // dP[0:nr, 0:r1] = dO[r0:r1] V[0:r1]^T
+          gemm(false, true, nr, r1, d, 1.0f, dob + (size_t)r0 * Q, Q, vb, K, 0.0f, dS, T);
+          for (int i = 0; i < nr; i++) {
+            const float* p = Pb + (size_t)i * T;
+            float* ds = dS + (size_t)i * T;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int t2 = 0; t2 < r1; t2++) dot += p[t2] * ds[t2];
+#pragma omp simd
+            for (int t2 = 0; t2 < r1; t2++) ds[t2] = scale * p[t2] * (ds[t2] - dot);
+          }
+          // dq[r0:r1] = dS K[0:r1];  dk[0:r1] += dS^T q[r0:r1];  dv[0:r1] += P^T dO[r0:r1]
+          gemm(false, false, nr, d, r1, 1.0f, dS, T, kb, K, 0.0f, dqb + (size_t)r0 * Q, Q);
+          gemm(true, false, r1, d, nr, 1.0f, dS, T, qb + (size_t)r0 * Q, Q, 1.0f, dkb, K);
+          gemm(true, false, r1, d, nr, 1.0f, Pb, T, dob + (size_t)r0 * Q, Q, 1.0f, dvb, K);
+        }
+      }
+    }
+  }
+}
+
+double attention_flops_forward(int B, int T, int H, int d) {
+  // per (b, h, t): (t+1) keys, a d-long dot product for QK and an axpy for PV
+  return 4.0 * d * ((double)T * (T + 1) / 2.0) * B * H;
+}
+
+}  // namespace bk

@@ -1,0 +1,113 @@
+#pragma once
+// The training activation arena (private to model/ and train/). One float
+// allocation sized once for (batch, seq) at creation; a forward with a smaller
+// batch or seq uses a contiguous prefix of every buffer. Shapes below use
+// N = batch*seq tokens, D = dim, Q = n_heads*head_dim, K = n_kv_heads*head_dim,
+// F = ffn_dim, H = n_heads, T = seq, V = vocab.
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace bk {
+
+// What one decoder layer saves for its backward pass.
+struct LayerActs {
+  float* attn_rstd;      // [N]     1/rms of the layer input (attn_norm)
+  float* xq_attn;        // [N, D]  attn_norm output, act-quantized: input of q/k/v
+  float* q;              // [N, Q]  after RoPE
+  float* k;              // [N, K]  after RoPE
+  float* v;              // [N, K]
+  float* att;            // [B, H, T, T] softmax probabilities
+  float* attn_out;       // [N, Q]  attention output (subln input, or o_proj input when no subln)
+  float* sub_attn_rstd;  // [N]     (subln)
+  float* xq_o;           // [N, Q]  o_proj input after subln + act quant
+  float* ffn_rstd;       // [N]     1/rms of h (ffn_norm)
+  float* xq_ffn;         // [N, D]  ffn_norm output, act-quantized: input of gate/up
+  float* gate;           // [N, F]  gate_proj output (swiglu)
+  float* up;             // [N, F]  up_proj output
+  float* act;            // [N, F]  silu(gate)*up or relu(up)^2 (subln input, or down input)
+  float* sub_ffn_rstd;   // [N]     (subln)
+  float* xq_down;        // [N, F]  down_proj input after subln + act quant
+};
+
+// Ternary-quantized copies of the BitLinear weights, refreshed at every forward
+// and reused by the backward (dX = dY Wq). Same shapes as LayerWeights.
+struct LayerQWeights {
+  float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+  float g_q, g_k, g_v, g_o, g_gate, g_up, g_down;  // gammas, for diagnostics
+};
+
+struct Activations {
+  // capacity
+  int max_batch = 0, max_seq = 0;
+  ModelConfig cfg;  // layout the arena was sized for (dims only; bits are read from the model)
+  // last forward
+  int batch = 0, seq = 0;
+  bool fwd_valid = false;   // a forward ran and backward has its inputs
+  int fwd_bits_qkv = 0, fwd_bits_o = 0, fwd_bits_gateup = 0, fwd_bits_down = 0;
+  bool fwd_ternary = false;
+  std::vector<int32_t> tokens;  // [N]
+  std::vector<uint8_t> mask;    // [N] (all ones when no mask was given)
+  bool has_mask = false;
+
+  std::vector<float> mem;  // the arena
+  float* residual;         // [L+1, N, D]  residual stream: layer l reads residual[l], writes residual[l+1]
+  float* h;                // [L, N, D]    residual after attention, per layer
+  std::vector<LayerActs> layers;
+  float* final_rstd;       // [N]
+  float* final_out;        // [N, D]  final norm output (LM head input, full precision)
+  float* logits;           // [N, V]  (dlogits after the loss)
+  float* rope_cos;         // [max_seq, head_dim/2]
+  float* rope_sin;
+
+  // backward scratch
+  float* d_res;     // [N, D]
+  float* d_xd;      // [N, D]   grad of a D-wide projection input (final_out, xq_attn, xq_ffn)
+  float* d_xq;      // [N, max(Q, F)] grad of o_proj / down_proj input
+  float* d_pre;     // [N, max(Q, F)] grad of attn_out / act (through subln)
+  float* d_gate;    // [N, F]
+  float* d_up;      // [N, F]
+  float* d_q;       // [N, Q]
+  float* d_k;       // [N, K]
+  float* d_v;       // [N, K]
+
+  // quantized weights (ternary only)
+  std::vector<float> qmem;
+  std::vector<LayerQWeights> qw;
+
+  ModelTimings timings{};
+};
+
+// Per-projection activation bits for a config: act_bits 0 -> none, 8 -> all
+// 8-bit, 4 -> 4-bit on q/k/v and gate/up inputs and, with a4_scope hybrid,
+// 8-bit on the o_proj and down_proj inputs (a4_scope all: 4-bit there too).
+void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down);
+
+// The weights the projections of layer l actually multiply by in the last
+// forward: the ternary copies, or the latent weights in float mode.
+struct ProjWeights {
+  const float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+};
+inline ProjWeights layer_proj_weights(const Model* m, const Activations* a, int l) {
+  if (a->fwd_ternary) {
+    const LayerQWeights& q = a->qw[l];
+    return {q.wq, q.wk, q.wv, q.wo, q.w_gate, q.w_up, q.w_down};
+  }
+  const LayerWeights& w = m->w.layers[l];
+  return {w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down};
+}
+// Inputs of o_proj / down_proj: their own buffer when subln or activation
+// quantization transforms them, else the attention output / FFN activation itself.
+inline float* o_proj_input(Activations* a, int l) {
+  return (a->cfg.subln || a->fwd_bits_o) ? a->layers[l].xq_o : a->layers[l].attn_out;
+}
+inline float* down_proj_input(Activations* a, int l) {
+  return (a->cfg.subln || a->fwd_bits_down) ? a->layers[l].xq_down : a->layers[l].act;
+}
+
+// Allocates the quantized-weight copies if the arena has none yet (a model
+// switched to weight_quant=ternary after the arena was created).
+void activations_ensure_qweights(Activations* a, const Model& m);
+
+}  // namespace bk

@@ -1,0 +1,176 @@
+// Training forward pass (DESIGN.md §3), one op after another over the
+// activation arena. N = batch*seq tokens; D, Q, K, F as in activations.h.
+//
+//   x0 = embed(tokens)
+//   per layer:  h   = x + o_proj( subln_attn( attention( rope(q), rope(k), v ) ) ),
+//                     q,k,v = proj( quant( attn_norm(x) ) )
+//               out = h + down( quant( subln_ffn( act(gate(u), up(u)) ) ) ),  u = quant( ffn_norm(h) )
+//   logits = lm_head( final_norm(x_L) )
+//
+// BitLinear: Wq = ternary(W) once per forward (cached for the backward), the
+// input is act-quantized per token; embedding, final norm and LM head stay fp32.
+#include <cstring>
+
+#include "core/timing.h"
+#include "kernels/cpu/kernels.h"
+#include "model/activations.h"
+
+namespace bk {
+
+void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
+  if (c.act_bits == 0) {
+    *qkv = *o = *gateup = *down = 0;
+  } else if (c.act_bits == 8) {
+    *qkv = *o = *gateup = *down = 8;
+  } else {  // 4-bit: hybrid keeps the inputs of o_proj and down_proj at 8 bits (BitNet a4.8)
+    *qkv = *gateup = 4;
+    *o = *down = c.a4_scope == A4_ALL ? 4 : 8;
+  }
+}
+
+static bool same_shape(const ModelConfig& a, const ModelConfig& b) {
+  return a.vocab_size == b.vocab_size && a.dim == b.dim && a.n_layers == b.n_layers && a.n_heads == b.n_heads &&
+         a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.ffn_dim == b.ffn_dim &&
+         a.ffn_act == b.ffn_act && a.subln == b.subln && a.rope_theta == b.rope_theta;
+}
+
+// y[N,out] = x[N,in] W^T, timed and counted.
+static void linear(Activations* a, float* y, const float* x, const float* w, int n, int in, int out) {
+  double t0 = now_seconds();
+  matmul_forward(y, x, w, n, in, out);
+  a->timings.matmul_s += now_seconds() - t0;
+  a->timings.flops_forward += 2.0 * n * in * out;
+}
+
+Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint8_t* key_mask, int B, int T) {
+  const ModelConfig& c = m->cfg;
+  if (!a) return errorf("model_forward: no activation arena (activations_create failed?)");
+  if (!same_shape(c, a->cfg))
+    return errorf("model_forward: the activation arena was created for a different model shape; recreate it");
+  if (B <= 0 || T <= 0 || B > a->max_batch || T > a->max_seq)
+    return errorf("model_forward: batch %d x seq %d does not fit the arena (created for %d x %d)", B, T,
+                  a->max_batch, a->max_seq);
+  if (T > c.max_seq_len)
+    return errorf("model_forward: seq %d exceeds the model's max_seq_len %d", T, c.max_seq_len);
+  const int N = B * T;
+  for (int i = 0; i < N; i++) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      return errorf("model_forward: token id %d at position %d (batch row %d, column %d) is outside [0, %d)",
+                    tokens[i], i, i / T, i % T, c.vocab_size);
+  }
+  const double t_start = now_seconds();
+  a->timings = ModelTimings{};
+  a->fwd_valid = false;
+  a->batch = B;
+  a->seq = T;
+  a->tokens.assign(tokens, tokens + N);
+  a->has_mask = key_mask != nullptr;
+  if (key_mask)
+    a->mask.assign(key_mask, key_mask + N);
+  else
+    a->mask.assign(N, 1);
+  const uint8_t* mask = key_mask ? a->mask.data() : nullptr;
+
+  int bits_qkv, bits_o, bits_gu, bits_down;
+  projection_bits(c, &bits_qkv, &bits_o, &bits_gu, &bits_down);
+  a->fwd_bits_qkv = bits_qkv, a->fwd_bits_o = bits_o, a->fwd_bits_gateup = bits_gu, a->fwd_bits_down = bits_down;
+  a->fwd_ternary = c.weight_quant == WQ_TERNARY;
+
+  const int D = c.dim, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.ffn_dim, V = c.vocab_size;
+  const int Q = H * hd, K = KV * hd, L = c.n_layers;
+  const float eps = c.norm_eps;
+  const bool swiglu = c.ffn_act == FFN_SWIGLU;
+
+  // Ternary weights, once per forward; the backward reuses them.
+  if (a->fwd_ternary) {
+    activations_ensure_qweights(a, *m);
+    for (int l = 0; l < L; l++) {
+      const LayerWeights& w = m->w.layers[l];
+      LayerQWeights& q = a->qw[l];
+      q.g_q = quant_ternary(q.wq, w.wq, (size_t)Q * D);
+      q.g_k = quant_ternary(q.wk, w.wk, (size_t)K * D);
+      q.g_v = quant_ternary(q.wv, w.wv, (size_t)K * D);
+      q.g_o = quant_ternary(q.wo, w.wo, (size_t)D * Q);
+      if (swiglu) q.g_gate = quant_ternary(q.w_gate, w.w_gate, (size_t)F * D);
+      q.g_up = quant_ternary(q.w_up, w.w_up, (size_t)F * D);
+      q.g_down = quant_ternary(q.w_down, w.w_down, (size_t)D * F);
+    }
+  }
+
+  // embedding: x0[n, :] = E[tokens[n], :]
+  float* x0 = a->residual;
+#pragma omp parallel for schedule(static) if ((size_t)N * D > 32768)
+  for (int n = 0; n < N; n++) memcpy(x0 + (size_t)n * D, m->w.tok_embeddings + (size_t)tokens[n] * D, sizeof(float) * D);
+
+  for (int l = 0; l < L; l++) {
+    const LayerWeights& w = m->w.layers[l];
+    const ProjWeights pw = layer_proj_weights(m, a, l);
+    LayerActs& la = a->layers[l];
+    const float* x = a->residual + (size_t)l * N * D;  // [N, D]
+    float* h = a->h + (size_t)l * N * D;               // [N, D]
+    float* out = a->residual + (size_t)(l + 1) * N * D;
+
+    // ---- attention ----
+    // xq_attn [N,D] = quant(rmsnorm(x) * attn_norm)
+    rmsnorm_quant_forward(la.xq_attn, la.attn_rstd, x, w.attn_norm, N, D, eps, bits_qkv);
+    linear(a, la.q, la.xq_attn, pw.wq, N, D, Q);  // [N,Q]
+    linear(a, la.k, la.xq_attn, pw.wk, N, D, K);  // [N,K]
+    linear(a, la.v, la.xq_attn, pw.wv, N, D, K);  // [N,K]
+    rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd, Q);
+    rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, KV, hd, K);
+    {
+      double t0 = now_seconds();
+      attention_forward(la.attn_out, la.att, la.q, la.k, la.v, mask, B, T, H, KV, hd);  // [N,Q]
+      a->timings.matmul_s += now_seconds() - t0;
+      a->timings.flops_forward += attention_flops_forward(B, T, H, hd);
+    }
+    // o_proj input [N,Q]: subln then quant (o_in aliases attn_out when neither applies)
+    const float* o_in = o_proj_input(a, l);
+    if (c.subln)
+      rmsnorm_quant_forward(la.xq_o, la.sub_attn_rstd, la.attn_out, w.attn_sub_norm, N, Q, eps, bits_o);
+    else if (bits_o)
+      quant_act(la.xq_o, la.attn_out, N, Q, bits_o);
+    // h = x + o_in Wo^T
+    memcpy(h, x, sizeof(float) * (size_t)N * D);
+    {
+      double t0 = now_seconds();
+      gemm(false, true, N, D, Q, 1.0f, o_in, Q, pw.wo, Q, 1.0f, h, D);
+      a->timings.matmul_s += now_seconds() - t0;
+      a->timings.flops_forward += 2.0 * N * Q * D;
+    }
+
+    // ---- feed-forward ----
+    // xq_ffn [N,D] = quant(rmsnorm(h) * ffn_norm)
+    rmsnorm_quant_forward(la.xq_ffn, la.ffn_rstd, h, w.ffn_norm, N, D, eps, bits_gu);
+    linear(a, la.up, la.xq_ffn, pw.w_up, N, D, F);  // [N,F]
+    if (swiglu) {
+      linear(a, la.gate, la.xq_ffn, pw.w_gate, N, D, F);  // [N,F]
+      swiglu_forward(la.act, la.gate, la.up, (size_t)N * F);
+    } else {
+      relu2_forward(la.act, la.up, (size_t)N * F);
+    }
+    const float* d_in = down_proj_input(a, l);
+    if (c.subln)
+      rmsnorm_quant_forward(la.xq_down, la.sub_ffn_rstd, la.act, w.ffn_sub_norm, N, F, eps, bits_down);
+    else if (bits_down)
+      quant_act(la.xq_down, la.act, N, F, bits_down);
+    // out = h + d_in Wdown^T
+    memcpy(out, h, sizeof(float) * (size_t)N * D);
+    {
+      double t0 = now_seconds();
+      gemm(false, true, N, D, F, 1.0f, d_in, F, pw.w_down, F, 1.0f, out, D);
+      a->timings.matmul_s += now_seconds() - t0;
+      a->timings.flops_forward += 2.0 * N * F * D;
+    }
+  }
+
+  // final norm and LM head (full precision)
+  rmsnorm_forward(a->final_out, a->final_rstd, a->residual + (size_t)L * N * D, m->w.final_norm, N, D, eps);
+  linear(a, a->logits, a->final_out, m->w.output, N, D, V);  // [N,V]
+
+  a->fwd_valid = true;
+  a->timings.forward_s = now_seconds() - t_start;
+  return ok_status();
+}
+
+}  // namespace bk

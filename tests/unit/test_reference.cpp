@@ -1,0 +1,196 @@
+// The engine against an independent PyTorch implementation of the same
+// architecture (tests/reference/model_ref.py): logits, loss and every
+// parameter gradient, in float mode and with ternary weights + 8-bit or 4-bit
+// activations (fake-quant with STE on both sides, same rounding rule).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "kernels/cpu/ternary.h"
+#include "model/model.h"
+#include "testutil/testutil.h"
+#include "train/loss.h"
+
+using namespace bk;
+
+namespace {
+
+// The Debian python3 with python3-torch (not a virtualenv's); BITKD_TORCH_PYTHON overrides.
+std::string torch_python() {
+  const char* p = std::getenv("BITKD_TORCH_PYTHON");
+  return p && *p ? p : "/usr/bin/python3";
+}
+
+bool torch_available(std::string* why) {
+  std::string out;
+  int rc = bk_test::run_command(torch_python() + " -c 'import torch, numpy'", &out);
+  if (rc != 0) *why = torch_python() + " cannot import torch/numpy: " + out;
+  return rc == 0;
+}
+
+template <class T>
+void write_raw(const std::string& path, const std::vector<T>& v) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(v.data()), sizeof(T) * v.size());
+  ASSERT_TRUE(f.good()) << path;
+}
+
+template <class T>
+std::vector<T> read_raw(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<T> v(bytes.size() / sizeof(T));
+  memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
+  return v;
+}
+
+double rel_err(const float* a, const float* b, size_t n) {
+  double d2 = 0.0, n2 = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    d2 += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    n2 += (double)b[i] * b[i];
+  }
+  if (n2 == 0.0) return std::sqrt(d2);
+  return std::sqrt(d2 / n2);
+}
+
+struct RefCase {
+  const char* name;
+  bool tied, swiglu, subln;
+  int n_kv_heads;
+  WeightQuant wq;
+  int act_bits;
+  A4Scope scope;
+};
+
+void compare_with_torch(const RefCase& rc) {
+  std::string why;
+  if (!torch_available(&why)) GTEST_SKIP() << why;
+
+  ModelConfig c;
+  c.vocab_size = 37;
+  c.dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = rc.n_kv_heads;
+  c.head_dim = 8;
+  c.ffn_dim = 48;
+  c.max_seq_len = 16;
+  c.tie_embeddings = rc.tied;
+  c.ffn_act = rc.swiglu ? FFN_SWIGLU : FFN_RELU2;
+  c.subln = rc.subln;
+  c.weight_quant = rc.wq;
+  c.act_bits = rc.act_bits;
+  c.a4_scope = rc.scope;
+  Model m;
+  ASSERT_TRUE(model_init(&m, c, 101).ok());
+  // wider than the default init so signals reach every layer
+  Rng r;
+  rng_seed(&r, 102);
+  for (const ParamInfo& p : m.info) {
+    float* x = m.params.data() + p.offset;
+    for (size_t i = 0; i < p.numel; i++)
+      x[i] = p.kind == PARAM_NORM ? 1.0f + 0.2f * rng_normal(&r)
+                                  : (p.kind == PARAM_LINEAR ? 0.15f : 0.5f) * rng_normal(&r);
+  }
+  model_alloc_grads(&m);
+
+  const int B = 2, T = 8, N = B * T;
+  std::vector<int32_t> tokens(N), targets(N);
+  std::vector<uint8_t> mask(N, 1);
+  std::vector<float> weights(N, 1.0f);
+  for (int i = 0; i < N; i++) tokens[i] = (int)rng_below(&r, c.vocab_size), targets[i] = (int)rng_below(&r, c.vocab_size);
+  for (int t = 0; t < 3; t++) mask[T + t] = 0, weights[T + t] = 0.0f, targets[T + t] = -1;  // left padding, row 1
+  weights[1] = 0.25f;
+
+  Activations* a = activations_create(m, B, T);
+  ASSERT_NE(a, nullptr);
+  Status st = model_forward(&m, a, tokens.data(), mask.data(), B, T);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  std::vector<float> logits(activations_logits(a), activations_logits(a) + (size_t)N * c.vocab_size);
+  const float loss = ce_loss_forward_backward(activations_logits(a), targets.data(), weights.data(), N,
+                                              c.vocab_size, nullptr);
+  model_zero_grads(&m);
+  ASSERT_TRUE(model_backward(&m, a).ok());
+  activations_destroy(a);
+
+  // ---- hand the same case to the reference
+  const std::string dir = bk_test::scratch_dir(std::string("reference_") + rc.name);
+  std::string cfg = model_config_to_json(c);
+  std::string params_json = "[";
+  for (size_t i = 0; i < m.info.size(); i++) {
+    const ParamInfo& p = m.info[i];
+    params_json += (i ? "," : "") + std::string("{\"name\":\"") + p.name + "\",\"offset\":" + std::to_string(p.offset) +
+                   ",\"rows\":" + std::to_string(p.rows) + ",\"cols\":" + std::to_string(p.cols) + "}";
+  }
+  params_json += "]";
+  {
+    std::ofstream f(dir + "/case.json");
+    f << "{\"config\":" << cfg << ",\"batch\":" << B << ",\"seq\":" << T << ",\"rounding\":\""
+      << (BITKD_QUANT_ROUND_HALF_EVEN ? "half_even" : "half_away") << "\",\"params\":" << params_json << "}";
+  }
+  write_raw(dir + "/params.bin", m.params);
+  write_raw(dir + "/tokens.bin", tokens);
+  write_raw(dir + "/mask.bin", mask);
+  write_raw(dir + "/targets.bin", targets);
+  write_raw(dir + "/weights.bin", weights);
+  std::string out;
+  const std::string cmd =
+      torch_python() + " '" + bk_test::source_dir() + "/tests/reference/model_ref.py' '" + dir + "'";
+  ASSERT_EQ(bk_test::run_command(cmd, &out), 0) << cmd << "\n" << out;
+
+  std::vector<float> ref_logits = read_raw<float>(dir + "/logits.bin");
+  std::vector<float> ref_grads = read_raw<float>(dir + "/grads.bin");
+  ASSERT_EQ(ref_logits.size(), logits.size());
+  ASSERT_EQ(ref_grads.size(), m.grads.size());
+  double ref_loss = 0.0;
+  {
+    std::ifstream f(dir + "/loss.txt");
+    f >> ref_loss;
+  }
+
+  const double tol = 1e-4;
+  printf("case %s (config %s)\n", rc.name, cfg.c_str());
+  const double el = rel_err(logits.data(), ref_logits.data(), logits.size());
+  const double eloss = std::fabs(loss - ref_loss) / std::fabs(ref_loss);
+  printf("  %-44s rel err %.3e\n  %-44s rel err %.3e (bitkd %.7f, torch %.7f)\n", "logits", el, "loss", eloss,
+         loss, ref_loss);
+  EXPECT_LT(el, tol);
+  EXPECT_LT(eloss, tol);
+  double worst = 0.0;
+  for (const ParamInfo& p : m.info) {
+    const double e = rel_err(m.grads.data() + p.offset, ref_grads.data() + p.offset, p.numel);
+    printf("  grad %-39s rel err %.3e\n", p.name.c_str(), e);
+    worst = std::max(worst, e);
+    EXPECT_LT(e, tol) << p.name;
+  }
+  printf("  worst gradient rel err %.3e\n", worst);
+}
+
+}  // namespace
+
+TEST(Reference, FloatUntiedSwigluSublnGqa) {
+  compare_with_torch({"float_untied_swiglu_subln_gqa", false, true, true, 2, WQ_NONE, 0, A4_HYBRID});
+}
+TEST(Reference, FloatTiedRelu2NoSubln) {
+  compare_with_torch({"float_tied_relu2_nosubln", true, false, false, 4, WQ_NONE, 0, A4_HYBRID});
+}
+TEST(Reference, TernaryA8TiedSwigluSubln) {
+  compare_with_torch({"ternary_a8_tied_swiglu_subln", true, true, true, 4, WQ_TERNARY, 8, A4_HYBRID});
+}
+TEST(Reference, TernaryA8UntiedRelu2NoSublnGqa) {
+  compare_with_torch({"ternary_a8_untied_relu2_nosubln_gqa", false, false, false, 2, WQ_TERNARY, 8, A4_HYBRID});
+}
+TEST(Reference, TernaryA4HybridSwigluSubln) {
+  compare_with_torch({"ternary_a4_hybrid_swiglu_subln", true, true, true, 2, WQ_TERNARY, 4, A4_HYBRID});
+}
+TEST(Reference, TernaryA4AllRelu2Subln) {
+  compare_with_torch({"ternary_a4_all_relu2_subln", false, false, true, 4, WQ_TERNARY, 4, A4_ALL});
+}
