@@ -1,0 +1,40 @@
+// model_load_any: dispatch on the file's magic bytes.
+#include "train/model_load.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "model/gguf_model.h"
+#include "train/checkpoint.h"
+
+namespace bk {
+
+Status model_load_any(const std::string& path, Model* m, ModelSource* src) {
+  ModelSource local;
+  ModelSource* s = src ? src : &local;
+  *s = ModelSource();
+  FILE* fp = fopen(path.c_str(), "rb");
+  if (!fp) return errorf("%s: cannot open model file: %s", path.c_str(), strerror(errno));
+  char magic[4] = {0, 0, 0, 0};
+  size_t n = fread(magic, 1, 4, fp);
+  fclose(fp);
+  if (n == 4 && memcmp(magic, "GGUF", 4) == 0) {
+    GgufLoadInfo info;
+    BK_TRY(gguf_load_model(path, m, &info));
+    s->format = "gguf";
+    s->tokenizer_model = std::move(info.tokenizer_model);
+    s->training_json = std::move(info.training_json);
+    s->name = std::move(info.name);
+    s->warnings = std::move(info.warnings);
+    return ok_status();
+  }
+  TrainState st;
+  BK_TRY(checkpoint_load(path, m, &st));
+  s->format = "safetensors";
+  s->training_json = st.summary_json;
+  s->step = st.step;
+  return ok_status();
+}
+
+}  // namespace bk
