@@ -14,10 +14,44 @@ namespace bk {
 
 // One line per command; each is defined in its cmd_*.cpp.
 const Command& command_check_env();
+const Command& command_teacher();
+const Command& command_collect();
+const Command& command_bench_collect();
+const Command& command_serve();
+const Command& command_tasks();
+const Command& command_tasks_score();
+const Command& command_tokenizer_train();
+const Command& command_tokenizer_encode();
+const Command& command_tokenizer_decode();
+const Command& command_export();
+const Command& command_pretrain();
+const Command& command_bench_train();
+const Command& command_train();
+const Command& command_eval();
+const Command& command_dryrun();
+const Command& command_bench_infer();
+const Command& command_pipeline();
 
 const std::vector<const Command*>& all_commands() {
   static const std::vector<const Command*> cmds = {
       &command_check_env(),
+      &command_teacher(),
+      &command_collect(),
+      &command_serve(),
+      &command_tasks(),
+      &command_tasks_score(),
+      &command_tokenizer_train(),
+      &command_tokenizer_encode(),
+      &command_tokenizer_decode(),
+      &command_export(),
+      &command_pretrain(),
+      &command_train(),
+      &command_bench_train(),
+      &command_bench_collect(),
+      &command_eval(),
+      &command_dryrun(),
+      &command_bench_infer(),
+      &command_pipeline(),
   };
   return cmds;
 }

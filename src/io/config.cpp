@@ -51,6 +51,12 @@ static const std::vector<ConfigVar> k_vars = {
     {"GEMINI_API_KEY", "", "providers", "API key for gemini"},
     {"VLLM_BASE_URL", "http://127.0.0.1:8000/v1", "providers", "Base URL for provider vllm"},
     {"LLAMACPP_BASE_URL", "http://127.0.0.1:8080/v1", "providers", "Base URL for provider llamacpp"},
+    {"BITKD_API_KEY", "", "providers", "Bearer key `bitkd serve` requires (and the bitkd provider sends)"},
+    {"VLLM_MODEL", "", "providers", "Model for provider vllm (empty: the first one the server lists)"},
+    {"LLAMACPP_MODEL", "", "providers", "Model for provider llamacpp (empty: the first one the server lists)"},
+    {"BITKD_BASE_URL", "http://127.0.0.1:8000/v1", "providers", "Base URL of a `bitkd serve` teacher (provider bitkd)"},
+    {"BITKD_MODEL", "", "providers", "Model for provider bitkd (empty: the one the server lists)"},
+    {"GEMINI_LOGPROBS", "0", "providers", "1: the Gemini model returns logprobs, so it may be a KD teacher"},
     // teacher
     {"TEACHER_PROVIDER", "", "teacher",
      "openai, deepseek, openrouter, aimlapi, vllm, llamacpp, bitkd, anthropic, gemini, groq; empty: PROVIDER, "
@@ -66,10 +72,13 @@ static const std::vector<ConfigVar> k_vars = {
     {"TEACHER_BASELINE_PROMPTS_FILE", "", "teacher", "Baseline prompts, one per line (empty: task suite eval split)"},
     {"TEACHER_BASELINE_MAX_PROMPTS", "100", "teacher", "Baseline prompt count"},
     {"TEACHER_MEMORY_GB", "670", "teacher", "Teacher memory for QEI when the teacher is an API (not measurable)"},
+    {"TEACHER_CHECKPOINT", "", "teacher", "Checkpoint a local `bitkd serve` teacher serves: its weight bytes are measured for QEI"},
     {"TEACHER_CONCURRENCY", "4", "teacher", "Parallel requests to the teacher"},
     {"TEACHER_RPM", "0", "teacher", "Requests-per-minute cap (0: none)"},
     {"TEACHER_TIMEOUT_S", "120", "teacher", "Per-request timeout"},
     {"TEACHER_MAX_RETRIES", "5", "teacher", "Retries on 429, 5xx and timeouts"},
+    {"TEACHER_BACKOFF_S", "0.5", "teacher", "First retry delay (doubles per retry, with jitter; Retry-After wins when longer)"},
+    {"TEACHER_API", "chat", "teacher", "chat (Chat Completions) or completions (legacy Completions) for OpenAI-compatible teachers"},
     // KD collection
     {"KD_TEACHER_TEMPERATURE", "0.8", "collect", "Teacher sampling temperature for KD traces (recorded in shards)"},
     {"KD_TEACHER_TOP_P", "0.95", "collect", "Teacher top_p for KD traces (recorded in shards)"},
@@ -78,9 +87,14 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_PROMPTS_FILE", "", "collect", "Collection prompts, one per line or JSONL (empty: task suite train split)"},
     {"KD_SHARD_ROWS", "200000", "collect", "Step rows per shard before rotating"},
     {"KD_DATA_PATH", "", "collect", "KD shard directory (default DATA_DIR)"},
+    {"KD_FLUSH_PROMPTS", "64", "collect", "Commit shards after this many new prompts (a crash loses at most these)"},
+    {"KD_FLUSH_SECONDS", "30", "collect", "... or after this many seconds, whichever comes first"},
     {"TEMPLATE", "<|user|>\\n{prompt}\\n\\n<|assistant|>\\n", "collect", "Chat template ({prompt} is replaced; \\n escapes)"},
     {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: the embedded one)"},
     {"TEACHER_TOKENIZER", "", "collect", "Teacher SentencePiece tokenizer.model for a local teacher"},
+    {"TOKENIZER_VOCAB_SIZE", "2048", "collect", "Vocabulary size for `bitkd tokenizer train`"},
+    {"TOKENIZER_MODEL_TYPE", "bpe", "collect", "bpe (like Llama) or unigram, for `bitkd tokenizer train`"},
+    {"TOKENIZER_TRAIN_TASKS", "20000", "collect", "Task-suite items in the default tokenizer training corpus"},
     // training
     {"MAX_SEQ_LEN", "256", "train", "Training sequence length"},
     {"MAX_TOPK", "20", "train", "Top-K buckets kept per KD step"},
@@ -98,6 +112,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"SCHEDULER_TMAX", "1000", "train", "Decay horizon in steps (the PoC's cosine T_max)"},
     {"SCHEDULER_ETA_MIN", "6e-5", "train", "Final learning rate"},
     {"TWO_STAGE", "0", "train", "BitNet two-stage schedule: lower peak LR and weight decay 0 in stage 2"},
+    {"STAGE2_LR_SCALE", "0.5", "train", "Two-stage: stage-2 peak LR as a fraction of LR (stage 2 = second half of TOTAL_STEPS)"},
+    {"WEIGHT_DECAY_EMBEDDINGS", "0", "train", "1: apply weight decay to the token embedding too"},
+    {"WEIGHT_DECAY_NORMS", "0", "train", "1: apply weight decay to RMSNorm gains too"},
     {"TOTAL_STEPS", "1000", "train", "Optimizer steps"},
     {"LOG_INTERVAL", "50", "train", "Steps between logs/train_metrics.jsonl lines"},
     {"CHECKPOINT_INTERVAL", "200", "train", "Steps between checkpoints"},
@@ -111,6 +128,11 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_WEIGHT", "1.0", "train", "Weight of the KD term (0: CE-only baseline)"},
     {"KD_LOSS", "kl", "train", "kl, reverse_kl or jsd over the K+1 buckets"},
     {"KD_TAU2_SCALE", "0", "train", "1: multiply the KD term by tau^2 (Hinton)"},
+    {"KD_PLAIN_CE_WEIGHT", "1.0", "train", "CE weight at response tokens without a KD target (tokenizers disagree)"},
+    {"KD_SHUFFLE_BUFFER", "1024", "train", "Examples in the loader's shuffle buffer (<= 1: file order)"},
+    {"KD_PACK", "0", "train", "1: pack several examples per sequence (segment ids keep them apart)"},
+    {"KD_SKIP_BAD_ROWS", "1", "train", "Skip and count bad KD rows and prompts (0: stop at the first)"},
+    {"KD_ALLOW_TOKENIZER_MISMATCH", "0", "train", "1: train on shards projected for another tokenizer"},
     {"TORCH_DTYPE", "bf16", "train", "Accepted for compatibility; bitkd keeps fp32 master weights"},
     {"USE_AMP", "1", "train", "Accepted for compatibility; no effect on CPU"},
     // student model
@@ -123,6 +145,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"MINI_FFN_ACT", "swiglu", "model", "swiglu or relu2"},
     {"MINI_SUBLN", "1", "model", "SubLN before o_proj and down_proj"},
     {"MINI_TIE_EMBEDDINGS", "1", "model", "Tie LM head to the embedding"},
+    {"MINI_WEIGHT_QUANT", "ternary", "model", "ternary (BitNet b1.58) or none (float model, e.g. a teacher)"},
+    {"MINI_ACT_BITS", "8", "model", "Activation bits at the start: 8, 4 or 0 (off)"},
+    {"MINI_ROPE_THETA", "10000", "model", "RoPE base"},
     // eval
     {"EVAL_MAX_NEW_TOKENS", "256", "eval", "Max new tokens per eval prompt"},
     {"EVAL_MAX_PROMPTS", "10", "eval", "Eval prompt count"},
@@ -146,6 +171,18 @@ static const std::vector<ConfigVar> k_vars = {
     {"DRYRUN_ALLOW_DOWNGRADE", "1", "dryrun", "Accepted for compatibility"},
     {"DRYRUN_FORCE_CPU", "0", "dryrun", "Accepted for compatibility (bitkd runs on CPU)"},
     {"DRYRUN_MAX_ALLOC_FRAC", "0.85", "dryrun", "Accepted for compatibility"},
+    // `bitkd pipeline` / `make run` (the embedded default). Empty: the PIPELINE_SCALE preset.
+    {"PIPELINE_SCALE", "1", "pipeline",
+     "Size of `bitkd pipeline`: 1 (about 20 min on 2 cores), 2, 4, ... multiply teacher and student steps, tasks and "
+     "KD prompts; tiny = a 1-2 minute smoke run"},
+    {"PIPELINE_TEACHER_DIM", "", "pipeline", "Local float teacher hidden size (preset 256; heads = dim / 64)"},
+    {"PIPELINE_TEACHER_LAYERS", "", "pipeline", "Local float teacher layers (preset 4)"},
+    {"PIPELINE_TEACHER_STEPS", "", "pipeline", "Local teacher pretraining steps (preset 600 x PIPELINE_SCALE)"},
+    {"PIPELINE_TEACHER_LR", "", "pipeline", "Local teacher peak learning rate (preset 2e-3)"},
+    {"PIPELINE_TEACHER_VOCAB", "", "pipeline", "Local teacher tokenizer vocabulary (preset 2048)"},
+    {"PIPELINE_TEACHER_TOKENIZER_TYPE", "", "pipeline", "Local teacher tokenizer type (preset bpe)"},
+    {"PIPELINE_STUDENT_VOCAB", "", "pipeline", "Student tokenizer vocabulary when TOKENIZER_NAME is empty (preset 768)"},
+    {"PIPELINE_STUDENT_TOKENIZER_TYPE", "", "pipeline", "Student tokenizer type (preset unigram)"},
 };
 
 const std::vector<ConfigVar>& config_vars() { return k_vars; }

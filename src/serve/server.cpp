@@ -70,14 +70,19 @@ std::string new_id(ServerState& st, const char* prefix) {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// With a charset parameter the HTTP library does not compress the body: on a
+// local inference server compression only costs time, and its brotli encoder
+// was seen to stall on large logprob answers.
+const char* const k_json_type = "application/json; charset=utf-8";
+
 void send_json(httplib::Response& res, int status, const json& j) {
   res.status = status;
-  res.set_content(dump(j), "application/json");
+  res.set_content(dump(j), k_json_type);
 }
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  res.set_content(error_json(e), "application/json");
+  res.set_content(error_json(e), k_json_type);
 }
 
 bool authorized(const ServerState& st, const httplib::Request& req) {
@@ -522,7 +527,7 @@ Status serve_run(const ServeModel& model, const ServeOptions& opt) {
       e.message = "HTTP error " + std::to_string(res.status);
       if (res.status >= 500) e.type = "server_error";
     }
-    res.set_content(error_json(e), "application/json");
+    res.set_content(error_json(e), k_json_type);
     BK_LOG_INFO("%s %s %d", req.method.c_str(), req.path.c_str(), res.status);
     return httplib::Server::HandlerResponse::Handled;
   };
