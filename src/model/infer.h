@@ -29,9 +29,15 @@ struct InferSession;  // defined in model/infer.cpp
 struct InferWeights;
 Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out);
 void infer_weights_destroy(InferWeights* w);
-size_t infer_weights_bytes(const InferWeights* w);  // bytes actually held for weights
+// Bytes actually held for weights: float backend, every parameter in fp32;
+// packed backend, 2-bit BitLinear codes + gammas plus the fp32 embedding,
+// norms and head. The Model may be destroyed once the weights are created.
+size_t infer_weights_bytes(const InferWeights* w);
+InferBackend infer_weights_backend(const InferWeights* w);
+const ModelConfig& infer_weights_config(const InferWeights* w);
 
-// max_ctx: KV cache capacity in tokens (<= cfg.max_seq_len unless RoPE allows more).
+// max_ctx: KV cache capacity in tokens (0: cfg.max_seq_len). Positions past
+// max_seq_len work (RoPE is computed for any position) but the model never saw them.
 Status infer_session_create(const InferWeights* w, int max_ctx, InferSession** out);
 void infer_session_destroy(InferSession* s);
 void infer_session_reset(InferSession* s);  // empty the cache
@@ -41,6 +47,9 @@ int infer_session_max_ctx(const InferSession* s);
 // Appends n tokens (batched prefill) and computes the logits of the last one.
 // Errors: id out of range, cache full (names the capacity).
 Status infer_session_eval(InferSession* s, const int32_t* tokens, int n);
+// Same, and writes the logits of every new token to logits [n, vocab] (scoring
+// a given continuation, perplexity, teacher logprobs of a known text).
+Status infer_session_eval_all(InferSession* s, const int32_t* tokens, int n, float* logits);
 // [vocab] logits after the last infer_session_eval.
 const float* infer_session_logits(const InferSession* s);
 int infer_session_vocab(const InferSession* s);

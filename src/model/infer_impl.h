@@ -1,0 +1,80 @@
+#pragma once
+// Private to src/model/infer*.cpp: the prepared-weights structures that
+// infer.cpp (sessions) and infer_synthetic.cpp (synthetic packed weights,
+// per-component byte counts) share. Nothing outside model/ includes this.
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/ternary.h"
+#include "model/infer.h"
+
+namespace bk {
+
+// A BitLinear weight as the backend holds it. Float backend: f points at
+// [out, in] floats (already ternary fake-quantized for ternary models).
+// Packed backend: p holds the 2-bit codes and gamma.
+struct InferLinear {
+  const float* f = nullptr;
+  TernaryMatrix p;
+  int out = 0, in = 0;
+};
+
+struct InferLayer {
+  const float* attn_norm = nullptr;      // [dim]
+  const float* attn_sub_norm = nullptr;  // [q_dim] or null
+  const float* ffn_norm = nullptr;       // [dim]
+  const float* ffn_sub_norm = nullptr;   // [ffn_dim] or null
+  InferLinear wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+struct InferWeights {
+  ModelConfig cfg;
+  InferBackend backend = INFER_FLOAT;
+  // Full-precision tensors the session reads. Float backend: a copy of every
+  // parameter (BitLinear weights replaced by their ternary values). Packed
+  // backend: only embedding, norms and an untied head; BitLinear weights live
+  // packed in the layers.
+  std::vector<float> f32;
+  const float* tok_embeddings = nullptr;  // [vocab, dim]
+  const float* final_norm = nullptr;      // [dim]
+  const float* output = nullptr;          // [vocab, dim]
+  // Compact alternative for the two vocab-sized matrices (synthetic dry-run
+  // weights, where fp32 copies would double the footprint of a 7B model):
+  // bf16 rows [vocab, dim]. When set, the float pointer of that tensor is null.
+  std::vector<uint16_t> bf16;
+  const uint16_t* tok_embeddings_bf16 = nullptr;
+  const uint16_t* output_bf16 = nullptr;
+  std::vector<InferLayer> layers;
+  size_t bytes = 0;
+  // Activation bits per BitLinear input class (0 = none), fixed at creation.
+  int bits_qkv = 0, bits_o = 0, bits_gateup = 0, bits_down = 0;
+};
+
+// The activation bits of each BitLinear input, as the training forward uses
+// them (DESIGN.md §3): 4-bit "hybrid" keeps o_proj and down_proj inputs at 8.
+inline void act_bits_for(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
+  int b = c.act_bits;
+  *qkv = *o = *gateup = *down = b;
+  if (b == 4 && c.a4_scope == A4_HYBRID) *o = *down = 8;
+}
+
+// bf16 <-> fp32 (round to nearest even; NaN stays NaN).
+inline float bf16_to_f32(uint16_t h) {
+  union {
+    uint32_t u;
+    float f;
+  } v;
+  v.u = (uint32_t)h << 16;
+  return v.f;
+}
+inline uint16_t f32_to_bf16(float f) {
+  union {
+    float f;
+    uint32_t u;
+  } v;
+  v.f = f;
+  if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+  return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+}  // namespace bk
