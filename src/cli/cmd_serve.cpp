@@ -9,6 +9,7 @@
 #include "serve/serve.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/model_load.h"
 
 namespace bk {
 
@@ -68,32 +69,48 @@ static int run_serve(Args& a) {
     return cli_fail(a, errorf("the chat template has no {prompt} placeholder (--template or TEMPLATE)"));
 
   std::string backend = arg_str(a, "backend");
-  InferBackend be;
-  if (backend == "float") be = INFER_FLOAT;
-  else if (backend == "packed") be = INFER_PACKED;
-  else return cli_fail(a, errorf("--backend '%s' is not one of float, packed", backend.c_str()));
+  if (backend != "auto" && backend != "float" && backend != "packed")
+    return cli_fail(a, errorf("--backend '%s' is not one of auto, float, packed", backend.c_str()));
 
   std::string model_path;
   st = resolve_model_path(a, &model_path);
   if (!st.ok()) return cli_fail(a, st);
-  std::string tok_path = arg_str(a, "tokenizer");
-  if (tok_path.empty())
-    return cli_fail(a, errorf("no tokenizer: pass --tokenizer PATH/tokenizer.model (or set TOKENIZER_NAME)"));
-
-  Tokenizer tok;
-  st = tokenizer_load(tok_path, &tok);
-  if (!st.ok()) return cli_fail(a, with_context(st, "loading tokenizer " + tok_path));
 
   InferWeights* weights = nullptr;
+  Tokenizer tok;
   {
     // The latent fp32 model is only needed until the inference weights exist.
     Model m;
-    st = checkpoint_load(model_path, &m, nullptr);
-    if (!st.ok()) return cli_fail(a, with_context(st, "loading checkpoint " + model_path));
+    ModelSource src;
+    st = model_load_any(model_path, &m, &src);
+    if (!st.ok()) return cli_fail(a, with_context(st, "loading model " + model_path));
+    for (const std::string& w : src.warnings) BK_LOG_WARN("serve: %s", w.c_str());
+    // auto: ternary students with integer activations run on the packed
+    // 2-bit engine; float teachers (and act_bits 0) on fp32.
+    InferBackend be = INFER_FLOAT;
+    if (backend == "packed" ||
+        (backend == "auto" && m.cfg.weight_quant == WQ_TERNARY && (m.cfg.act_bits == 8 || m.cfg.act_bits == 4)))
+      be = INFER_PACKED;
     st = infer_weights_create(&m, be, &weights);
     if (!st.ok()) return cli_fail(a, with_context(st, model_path));
-    BK_LOG_INFO("serve: loaded %s (%zu parameters, %s, act_bits %d)", model_path.c_str(), model_num_params(m),
-                weight_quant_name(m.cfg.weight_quant), m.cfg.act_bits);
+    BK_LOG_INFO("serve: loaded %s (%zu parameters, %s, act_bits %d, %s backend)", model_path.c_str(),
+                model_num_params(m), weight_quant_name(m.cfg.weight_quant), m.cfg.act_bits,
+                be == INFER_PACKED ? "packed" : "float");
+
+    std::string tok_path = arg_str(a, "tokenizer");
+    if (!tok_path.empty()) {
+      st = tokenizer_load(tok_path, &tok);
+      if (!st.ok()) st = with_context(st, "loading tokenizer " + tok_path);
+    } else if (!src.tokenizer_model.empty()) {
+      st = tokenizer_load_from_bytes(src.tokenizer_model, &tok);  // the GGUF's own tokenizer
+      if (!st.ok()) st = with_context(st, "loading the tokenizer embedded in " + model_path);
+    } else {
+      st = errorf("no tokenizer: pass --tokenizer PATH/tokenizer.model (or set TOKENIZER_NAME)");
+    }
+    if (!st.ok()) {
+      infer_weights_destroy(weights);
+      return cli_fail(a, st);
+    }
   }
   opt.model_name = arg_str(a, "model-name");
   if (opt.model_name.empty()) opt.model_name = file_stem(model_path);
@@ -119,14 +136,14 @@ const Command& command_serve() {
       "as is. With --api-key (or BITKD_API_KEY) every /v1 request needs 'Authorization: Bearer KEY'.\n"
       "--threads is per request (0: the cores divided among --workers).",
       {
-          {"model", nullptr, "", "Checkpoint .safetensors, or a directory (newest checkpoint); default CHECKPOINTS_DIR"},
+          {"model", nullptr, "", "Checkpoint .safetensors, a .gguf (its embedded tokenizer is used when --tokenizer is not given), or a directory (newest checkpoint); default CHECKPOINTS_DIR"},
           {"tokenizer", "TOKENIZER_NAME", nullptr, "SentencePiece tokenizer.model"},
           {"host", nullptr, "127.0.0.1", "Address to listen on"},
           {"port", nullptr, "8000", "Port (0: any free port)"},
           {"api-key", "BITKD_API_KEY", nullptr, "Require this bearer key (never logged)"},
           {"template", "TEMPLATE", nullptr, "Chat template with {prompt} (\\n escapes)"},
           {"workers", nullptr, "4", "Concurrent requests (HTTP worker threads)"},
-          {"backend", nullptr, "float", "float (fp32 / fake-quant) or packed (2-bit ternary + integer kernels)"},
+          {"backend", nullptr, "auto", "auto (packed for ternary models with 8/4-bit activations, else float), float (fp32 / fake-quant) or packed (2-bit ternary + integer kernels)"},
           {"max-body-bytes", nullptr, "1048576", "Largest request body accepted (larger: 413)"},
           {"model-name", nullptr, "", "Model id reported by the API (default: the checkpoint file name)"},
           {"default-max-tokens", nullptr, "256", "max_tokens when a request gives none (capped by the context)"},
