@@ -6,7 +6,32 @@
 
 namespace bk {
 
+// Every registered variable with its default, as Markdown tables per group:
+// the README's configuration reference is this output, so it cannot drift.
+static int print_markdown() {
+  const char* group = "";
+  for (const ConfigVar& v : config_vars()) {
+    if (strcmp(group, v.group) != 0) {
+      group = v.group;
+      printf("\n**%s**\n\n| variable | default | meaning |\n| --- | --- | --- |\n", group);
+    }
+    std::string def = v.default_value;
+    std::string cell;
+    for (char ch : def) cell += ch == '|' ? std::string("\\|") : std::string(1, ch);
+    std::string help;
+    for (char ch : std::string(v.help)) {
+      if (ch == '|') help += "\\|";
+      else if (ch == '<') help += "&lt;";
+      else if (ch == '>') help += "&gt;";
+      else help += ch;
+    }
+    printf("| `%s` | %s | %s |\n", v.name, cell.empty() ? "" : ("`" + cell + "`").c_str(), help.c_str());
+  }
+  return 0;
+}
+
 static int run_check_env(Args& a) {
+  if (arg_given(a, "markdown")) return print_markdown();
   bool show_all = arg_given(a, "all");
   const Config& c = a.cfg;
   printf("bitkd configuration (flags > environment > .env > defaults)\n");
@@ -47,7 +72,8 @@ const Command& command_check_env() {
       "Print the resolved configuration (secrets redacted) and create the artifact directories",
       "Every variable bitkd reads, its value and its source (flag, env, .env or default).\n"
       "API keys are shown only as '**** (set, N chars)'. Empty defaults are hidden unless --all.",
-      {{"all", nullptr, "", "Show unset variables too", true}},
+      {{"all", nullptr, "", "Show unset variables too", true},
+       {"markdown", nullptr, "", "Print every variable and its default as Markdown tables (the README's reference)", true}},
       run_check_env,
   };
   return c;

@@ -1,0 +1,301 @@
+// reports/pipeline_summary.json and the text `bitkd pipeline` prints at the end.
+// Every number comes from a report or a stage's own output; a gate whose
+// inputs are missing is "not_measured", never a pass.
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cli/pipeline.h"
+#include "core/fs.h"
+#include "core/version.h"
+
+namespace bk {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+ojson parse_or_empty(const std::string& text) {
+  ojson j = ojson::parse(text.empty() ? std::string("{}") : text, nullptr, false);
+  return j.is_object() ? j : ojson::object();
+}
+
+bool load(const std::string& path, ojson* out) {
+  std::string text;
+  if (path.empty() || !read_file(path, &text).ok()) return false;
+  *out = ojson::parse(text, nullptr, false);
+  return out->is_object();
+}
+
+// A number at a JSON path, or NAN.
+double num(const ojson& j, std::initializer_list<const char*> path) {
+  const ojson* cur = &j;
+  for (const char* k : path) {
+    if (!cur->is_object() || !cur->contains(k)) return NAN;
+    cur = &(*cur)[k];
+  }
+  return cur->is_number() ? cur->get<double>() : NAN;
+}
+
+ojson num_json(double v) { return std::isfinite(v) ? ojson(v) : ojson(nullptr); }
+
+std::string fmt(double v, const char* f = "%.3g") {
+  if (!std::isfinite(v)) return "n/a";
+  char buf[48];
+  snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, "%.1f") + "%" : "n/a"; }
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  if (!(s >= 0)) return "-";
+  if (s < 60) snprintf(buf, sizeof buf, "%.1fs", s);
+  else if (s < 3600) snprintf(buf, sizeof buf, "%dm%02ds", (int)(s / 60), (int)s % 60);
+  else snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), ((int)s % 3600) / 60);
+  return buf;
+}
+
+std::string bytes_h(double b) {
+  if (!std::isfinite(b)) return "n/a";
+  if (b >= 1024.0 * 1024 * 1024) return fmt(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB";
+  if (b >= 1024.0 * 1024) return fmt(b / (1024.0 * 1024), "%.1f") + " MiB";
+  return fmt(b / 1024.0, "%.1f") + " KiB";
+}
+
+std::string params_h(double n) {
+  if (!std::isfinite(n)) return "n/a";
+  if (n >= 1e9) return fmt(n / 1e9, "%.2f") + "B";
+  return fmt(n / 1e6, "%.2f") + "M";
+}
+
+struct Check {
+  std::string item, status, detail;  // status: pass | fail | not_measured
+};
+
+std::string status_of(bool measured, bool ok) { return !measured ? "not_measured" : ok ? "pass" : "fail"; }
+
+}  // namespace
+
+Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const PipelineFacts& f, std::string* json_text,
+                              std::string* human_text) {
+  std::map<std::string, ojson> nums;
+  std::map<std::string, const PipelineStage*> by_name;
+  for (const PipelineStage& s : stages) {
+    nums[s.name] = parse_or_empty(s.numbers_json);
+    by_name[s.name] = &s;
+  }
+  auto stage_ok = [&](const char* n) {
+    auto it = by_name.find(n);
+    return it != by_name.end() && (it->second->status == "ok" || it->second->status == "skipped");
+  };
+
+  ojson baseline, eval, dryrun, collect;
+  const bool have_baseline = stage_ok("teacher") && load(f.baseline_report, &baseline);
+  const bool have_eval = stage_ok("eval") && load(f.eval_report, &eval);
+  const bool have_dryrun = stage_ok("dryrun") && load(f.dryrun_report, &dryrun);
+  const bool have_collect = stage_ok("collect") && load(f.collect_stats, &collect);
+  const ojson& tr = nums["train"];
+  const ojson& pt = nums["pretrain"];
+
+  // ---- key numbers (straight from the reports)
+  ojson k;
+  const double qt_base = have_baseline ? num(baseline, {"quality", "score"}) : NAN;
+  const double qs = have_eval ? num(eval, {"qei_metrics", "student_quality"}) : NAN;
+  const double qt = have_eval ? num(eval, {"qei_metrics", "teacher_quality"}) : NAN;
+  const double qei = have_eval ? num(eval, {"qei_metrics", "qei"}) : NAN;
+  const double qei_speed = have_eval ? num(eval, {"qei_metrics", "qei_speed"}) : NAN;
+  const double ms = have_eval ? num(eval, {"qei_metrics", "student_memory_gb"}) : NAN;
+  const double mt = have_eval ? num(eval, {"qei_metrics", "teacher_memory_gb"}) : NAN;
+  const double tps_s = have_eval ? num(eval, {"qei_metrics", "student_tps"}) : NAN;
+  const double tps_t = have_eval ? num(eval, {"qei_metrics", "teacher_tps"}) : NAN;
+  const double json_s = have_eval ? num(eval, {"quality", "student", "json_validity"}) : NAN;
+  const double json_t = have_eval ? num(eval, {"quality", "teacher", "json_validity"}) : NAN;
+  const double top1 = have_eval ? num(eval, {"agreement", "top1"}) : NAN;
+  const double dr_rss = have_dryrun ? num(dryrun, {"peak_rss_bytes"}) : NAN;
+  const double dr_params = have_dryrun ? num(dryrun, {"params", "count"}) : NAN;
+  k["teacher_quality"] = num_json(have_eval && std::isfinite(qt) ? qt : qt_base);
+  k["teacher_json_validity"] =
+      num_json(have_eval ? json_t : (have_baseline ? num(baseline, {"quality", "json_validity"}) : NAN));
+  k["teacher_decode_tps"] = num_json(have_baseline ? num(baseline, {"metrics", "avg_decode_tps_8k"}) : NAN);
+  k["student_quality"] = num_json(qs);
+  k["student_json_validity"] = num_json(json_s);
+  k["qei"] = num_json(qei);
+  k["qei_speed"] = num_json(qei_speed);
+  k["student_memory_gb"] = num_json(ms);
+  k["teacher_memory_gb"] = num_json(mt);
+  k["student_tps"] = num_json(tps_s);
+  k["teacher_tps"] = num_json(tps_t);
+  k["student_teacher_top1_agreement"] = num_json(top1);
+  k["dryrun_params"] = num_json(dr_params);
+  k["dryrun_peak_rss_bytes"] = num_json(dr_rss);
+  k["pretrain_final_loss"] = num_json(num(pt, {"last_loss"}));
+  k["train_final_loss"] = num_json(num(tr, {"last_loss"}));
+  k["train_final_kl"] = num_json(num(tr, {"last_kl"}));
+  k["train_final_ce"] = num_json(num(tr, {"last_ce"}));
+  k["train_flip_done"] = tr.contains("flip_done") ? tr["flip_done"] : ojson(nullptr);
+  k["kd_steps"] = num_json(have_collect ? num(collect, {"steps", "total"}) : NAN);
+  k["kd_steps_valid"] = num_json(have_collect ? num(collect, {"steps", "valid"}) : NAN);
+
+  // ---- checklist (the PoC's, with real checks)
+  std::vector<Check> cl;
+  {
+    double ok = have_baseline ? num(baseline, {"metrics", "ok_prompts"}) : NAN;
+    double tot = have_baseline ? num(baseline, {"metrics", "total_prompts"}) : NAN;
+    bool locked = have_baseline && baseline.contains("prompts_hash") && baseline["prompts_hash"].is_string();
+    cl.push_back({"teacher baseline locked", status_of(have_baseline, locked && ok > 0),
+                  have_baseline ? fmt(ok, "%.0f") + "/" + fmt(tot, "%.0f") + " prompts answered; prompts hash " +
+                                      (locked ? baseline["prompts_hash"].get<std::string>().substr(0, 12) : "missing")
+                                : "no reports/teacher_baseline.json"});
+    cl.push_back({"teacher quality measured on held-out prompts (above 0)", status_of(std::isfinite(qt_base), qt_base > 0),
+                  "task score " + fmt(qt_base)});
+  }
+  {
+    double valid = have_collect ? num(collect, {"steps", "valid"}) : NAN;
+    double total = have_collect ? num(collect, {"steps", "total"}) : NAN;
+    double failed = have_collect ? num(collect, {"prompts", "failed"}) : NAN;
+    cl.push_back({"KD traces collected", status_of(have_collect, valid > 0),
+                  fmt(valid, "%.0f") + " valid of " + fmt(total, "%.0f") + " steps; " + fmt(failed, "%.0f") +
+                      " prompts failed"});
+  }
+  {
+    double loss = num(tr, {"last_loss"});
+    double guards = num(tr, {"nan_guards"});
+    cl.push_back({"student trained (finite loss)", status_of(stage_ok("train") && tr.contains("last_loss"), std::isfinite(loss)),
+                  "final loss " + fmt(loss, "%.4g") + ", KL " + fmt(num(tr, {"last_kl"}), "%.4g") + ", NaN guards " +
+                      fmt(guards, "%.0f")});
+    bool flip = tr.contains("flip_done") && tr["flip_done"].is_boolean() && tr["flip_done"].get<bool>();
+    cl.push_back({"A8 -> A4 flip done", status_of(tr.contains("flip_done"), flip),
+                  flip ? "at step " + fmt(num(tr, {"flip_step"}), "%.0f") + " (" + fmt(num(tr, {"flip_tokens"}), "%.0f") +
+                             " tokens)"
+                       : "not reached"});
+  }
+  {
+    std::string msrc = have_eval && eval.contains("teacher") && eval["teacher"].is_object() &&
+                               eval["teacher"].contains("memory_source") && eval["teacher"]["memory_source"].is_string()
+                           ? eval["teacher"]["memory_source"].get<std::string>()
+                           : "";
+    bool inputs = std::isfinite(qs) && std::isfinite(qt) && std::isfinite(ms) && std::isfinite(mt);
+    cl.push_back({"QEI computed from measured values", status_of(have_eval, inputs && std::isfinite(qei)),
+                  "Qs " + fmt(qs) + ", Qt " + fmt(qt) + ", Ms " + fmt(ms, "%.4g") + " GB (packed weights), Mt " +
+                      fmt(mt, "%.4g") + " GB (" + (msrc.empty() ? std::string("source unknown") : msrc) + ")"});
+  }
+  {
+    bool tiny = f.scale == "tiny";
+    cl.push_back({tiny ? "dry run (small shape, tiny run) within 3 GiB" : "7B dry run within 3 GiB peak RSS",
+                  status_of(std::isfinite(dr_rss), dr_rss <= 3.0 * 1024 * 1024 * 1024),
+                  params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss)});
+  }
+  cl.push_back({"gate: QEI >= 0.2", status_of(std::isfinite(qei), qei >= 0.2), "QEI " + fmt(qei)});
+  cl.push_back({"gate: QEI_speed >= 0.1", status_of(std::isfinite(qei_speed), qei_speed >= 0.1), "QEI_speed " + fmt(qei_speed)});
+  // With a teacher that scores 0 the ratio says nothing: not a pass.
+  cl.push_back({"gate: Qs >= 0.8 Qt", status_of(std::isfinite(qs) && std::isfinite(qt) && qt > 0, qs >= 0.8 * qt),
+                "Qs " + fmt(qs) + " vs 0.8 x Qt = " + fmt(0.8 * qt) + (std::isfinite(qt) && qt <= 0 ? " (teacher scores 0)" : "")});
+  cl.push_back({"gate: student JSON validity >= 95%", status_of(std::isfinite(json_s), json_s >= 0.95),
+                "student " + pct(json_s) + ", teacher " + pct(json_t)});
+
+  // ---- JSON
+  ojson j;
+  j["status"] = f.failed_stage.empty() ? "ok" : "failed";
+  j["failed_stage"] = f.failed_stage.empty() ? ojson(nullptr) : ojson(f.failed_stage);
+  j["timestamp"] = f.finished;
+  j["started"] = f.started;
+  j["finished"] = f.finished;
+  j["wall_s"] = f.wall_s;
+  j["bitkd_version"] = BITKD_VERSION;
+  j["machine"] = f.machine;
+  j["threads"] = f.threads;
+  j["scale"] = f.scale;
+  j["teacher"] = {{"mode", f.teacher_mode}, {"description", f.teacher_desc}};
+  j["settings"] = parse_or_empty(f.settings_json);
+  ojson st = ojson::array();
+  double ran_s = 0;
+  for (const PipelineStage& s : stages) {
+    ojson e;
+    e["name"] = s.name;
+    e["status"] = s.status;
+    e["duration_s"] = s.duration_s;
+    if (s.recorded_duration_s >= 0) e["last_run_duration_s"] = s.recorded_duration_s;
+    if (!s.detail.empty()) e["detail"] = s.detail;
+    if (!s.log.empty()) e["log"] = s.log;
+    if (!s.fingerprint.empty()) e["fingerprint"] = s.fingerprint;
+    e["commands"] = s.commands;
+    e["numbers"] = parse_or_empty(s.numbers_json);
+    st.push_back(e);
+    ran_s += s.duration_s;
+  }
+  j["stages"] = st;
+  j["key_numbers"] = k;
+  ojson cj = ojson::array();
+  int pass = 0, fail = 0, nm = 0;
+  for (const Check& c : cl) {
+    cj.push_back({{"item", c.item}, {"status", c.status}, {"detail", c.detail}});
+    (c.status == "pass" ? pass : c.status == "fail" ? fail : nm)++;
+  }
+  j["checklist"] = cj;
+  j["checklist_counts"] = {{"pass", pass}, {"fail", fail}, {"not_measured", nm}};
+  ojson arts;
+  for (const std::string& p : {f.baseline_report, f.eval_report, f.dryrun_report, f.collect_stats})
+    arts[p] = file_exists(p);
+  j["artifacts"] = arts;
+  *json_text = j.dump(2) + "\n";
+
+  // ---- text
+  std::string t;
+  char line[512];
+  t += "stage       status      time      key numbers\n";
+  for (const PipelineStage& s : stages) {
+    const ojson& n = nums[s.name];
+    std::string note;
+    if (s.name == "tasks") note = fmt(num(n, {"train_items"}), "%.0f") + " train / " + fmt(num(n, {"eval_items"}), "%.0f") + " held-out items";
+    else if (s.name == "tokenizers") {
+      note = "student vocab " + fmt(num(n, {"student", "vocab_size"}), "%.0f");
+      if (n.contains("teacher")) note = "teacher vocab " + fmt(num(n, {"teacher", "vocab_size"}), "%.0f") + ", " + note;
+    } else if (s.name == "pretrain" && n.contains("last_loss"))
+      note = "loss " + fmt(num(n, {"first_loss"}), "%.3f") + " -> " + fmt(num(n, {"last_loss"}), "%.3f") + " in " +
+             fmt(num(n, {"steps"}), "%.0f") + " steps";
+    else if (s.name == "teacher" && n.contains("quality"))
+      note = "quality " + fmt(num(n, {"quality"})) + ", JSON valid " + pct(num(n, {"json_validity"})) + ", " +
+             fmt(num(n, {"avg_decode_tps"}), "%.0f") + " tok/s";
+    else if (s.name == "collect" && n.contains("steps"))
+      note = fmt(num(n, {"prompts_ok"}) + (std::isfinite(num(n, {"prompts_already"})) ? num(n, {"prompts_already"}) : 0), "%.0f") +
+             " prompts, " + fmt(num(n, {"steps"}), "%.0f") + " steps (" + fmt(num(n, {"steps"}) - num(n, {"steps_valid"}), "%.0f") +
+             " invalid), top-K mass " + fmt(num(n, {"mean_topk_mass"}), "%.3f");
+    else if (s.name == "train" && n.contains("last_loss"))
+      note = "loss " + fmt(num(n, {"first_loss"}), "%.3f") + " -> " + fmt(num(n, {"last_loss"}), "%.3f") + ", KL " +
+             fmt(num(n, {"last_kl"}), "%.3f") + ", A" + fmt(num(n, {"act_bits"}), "%.0f") +
+             (n.value("flip_done", false) ? " (flipped at step " + fmt(num(n, {"flip_step"}), "%.0f") + ")" : " (no flip)");
+    else if (s.name == "eval" && n.contains("student_quality"))
+      note = "student " + fmt(qs) + " vs teacher " + fmt(qt) + ", QEI " + fmt(qei);
+    else if (s.name == "dryrun" && have_dryrun)
+      note = params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss);
+    if (s.status == "failed") note = "see " + s.log;
+    if (s.status == "not_needed") note = s.detail;
+    std::string time = s.status == "skipped" ? "(" + fmt_duration(s.recorded_duration_s) + ")" : fmt_duration(s.duration_s);
+    if (s.status == "not_run" || s.status == "not_needed") time = "-";
+    snprintf(line, sizeof line, "%-11s %-11s %-9s %s\n", s.name.c_str(), s.status.c_str(), time.c_str(), note.c_str());
+    t += line;
+  }
+  snprintf(line, sizeof line, "total %s (stages %s; skipped stages show their last run in parentheses)\n\n",
+           fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str());
+  t += line;
+  if (have_eval) {
+    t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + "; JSON validity teacher " +
+         pct(json_t) + ", student " + pct(json_s) + "\n";
+    t += "memory (weights): teacher " + fmt(mt, "%.4g") + " GB, student " + fmt(ms, "%.4g") + " GB; decode: teacher " +
+         fmt(tps_t, "%.0f") + " tok/s, student " + fmt(tps_s, "%.0f") + " tok/s\n";
+    t += "QEI " + fmt(qei) + ", QEI_speed " + fmt(qei_speed) + "; student/teacher top-1 agreement " + pct(top1) + "\n";
+  }
+  t += "checklist:\n";
+  for (const Check& c : cl) {
+    const char* tag = c.status == "pass" ? "pass" : c.status == "fail" ? "FAIL" : "n/m ";
+    t += std::string("  [") + tag + "] " + c.item + ": " + c.detail + "\n";
+  }
+  if (!f.failed_stage.empty()) t += "\nFAILED at stage " + f.failed_stage + " (log: " + by_name[f.failed_stage]->log + ")\n";
+  *human_text = t;
+  return ok_status();
+}
+
+}  // namespace bk

@@ -1,0 +1,297 @@
+// The whole pipeline at tiny size through the real binary: every stage runs
+// as `bitkd <command>` (the local teacher served on a free loopback port),
+// every artifact exists, the summary agrees with the reports it summarises,
+// a second run skips every stage, a changed setting reruns only the stages
+// that depend on it, a failing stage is named with its log, and a teacher
+// given in the environment replaces the local one.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "testutil/testutil.h"
+
+using json = nlohmann::json;
+
+namespace {
+
+// Variables of a developer's shell that would change what the pipeline does.
+const char* kUnset =
+    "env -u PROVIDER -u TEACHER_PROVIDER -u TEACHER_BASE_URL -u TEACHER_MODEL -u TEACHER_API_KEY -u TOKENIZER_NAME "
+    "-u PIPELINE_SCALE -u DATA_DIR -u CHECKPOINTS_DIR -u REPORTS_DIR -u LOGS_DIR -u DRIVE_ROOT -u KD_DATA_PATH ";
+
+std::string pipeline_cmd(const std::string& dir, const std::string& extra_env, const std::string& flags) {
+  return "cd '" + dir + "' && " + kUnset + "OMP_WAIT_POLICY=PASSIVE ARTIFACTS_DIR='" + dir + "/artifacts' " +
+         extra_env + " '" + bk_test::bitkd_exe() + "' pipeline --tiny --env-file '" + dir + "/no.env' " + flags;
+}
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+long long mtime_ns(const std::string& p) {
+  struct stat st;
+  if (stat(p.c_str(), &st) != 0) return -1;
+  return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+json load(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return json::parse(ss.str(), nullptr, false);
+}
+
+const json& stage(const json& summary, const std::string& name) {
+  static const json none;
+  for (const json& s : summary["stages"])
+    if (s["name"] == name) return s;
+  return none;
+}
+
+const json& check(const json& summary, const std::string& prefix) {
+  static const json none;
+  for (const json& c : summary["checklist"])
+    if (c["item"].get<std::string>().rfind(prefix, 0) == 0) return c;
+  return none;
+}
+
+// A number or null in the summary equals the report's value.
+void expect_same(const json& a, const json& b, const std::string& what) {
+  if (b.is_null()) {
+    EXPECT_TRUE(a.is_null()) << what << ": summary " << a << ", report null";
+  } else {
+    ASSERT_TRUE(a.is_number()) << what << ": " << a;
+    EXPECT_NEAR(a.get<double>(), b.get<double>(), 1e-12 * (1 + std::fabs(b.get<double>()))) << what;
+  }
+}
+
+// A gate is pass when the value clears the threshold, fail when not, and
+// not_measured when the value is missing.
+void expect_gate(const json& c, const json& value, double threshold) {
+  ASSERT_TRUE(c.is_object());
+  if (!value.is_number()) EXPECT_EQ(c["status"], "not_measured") << c;
+  else EXPECT_EQ(c["status"], value.get<double>() >= threshold ? "pass" : "fail") << c << " value " << value;
+}
+
+const std::vector<std::string> kStages = {"tasks", "tokenizers", "pretrain", "teacher",
+                                          "collect", "train", "eval", "dryrun"};
+
+TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
+  const std::string dir = bk_test::scratch_dir("pipeline_tiny");
+  const std::string art = dir + "/artifacts";
+  std::string out;
+  int rc = bk_test::run_command(pipeline_cmd(dir, "", ""), &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("checklist:"), std::string::npos) << out;
+
+  // Every artifact of the layout.
+  for (const char* p :
+       {"tasks/train.jsonl", "tasks/eval.jsonl", "tokenizer/tokenizer.model", "teacher/tokenizer.model",
+        "reports/teacher_baseline.json", "data/kd_shard_000.parquet", "data/kd_prompts_000.parquet",
+        "logs/collect_stats.json", "logs/train_metrics.jsonl", "logs/pretrain_metrics.jsonl",
+        "reports/mini_evaluation_report.json", "reports/dryrun_7b.json", "reports/pipeline_summary.json",
+        "logs/serve.log"})
+    EXPECT_TRUE(exists(art + "/" + p)) << p;
+  for (const std::string& s : kStages) {
+    EXPECT_TRUE(exists(art + "/logs/" + s + ".log")) << s;
+    EXPECT_TRUE(exists(art + "/stamps/" + s + ".json")) << s;
+  }
+
+  json sum = load(art + "/reports/pipeline_summary.json");
+  ASSERT_TRUE(sum.is_object());
+  EXPECT_EQ(sum["status"], "ok");
+  EXPECT_TRUE(sum["failed_stage"].is_null());
+  EXPECT_EQ(sum["scale"], "tiny");
+  EXPECT_EQ(sum["teacher"]["mode"], "local");
+  ASSERT_EQ(sum["stages"].size(), kStages.size());
+  for (size_t i = 0; i < kStages.size(); i++) {
+    const json& s = sum["stages"][i];
+    EXPECT_EQ(s["name"], kStages[i]);
+    EXPECT_EQ(s["status"], "ok") << s;
+    EXPECT_GT(s["duration_s"].get<double>(), 0.0) << s;
+    EXPECT_FALSE(s["commands"].empty()) << s;
+    EXPECT_NE(s["commands"][0].get<std::string>().find(" " + (kStages[i] == "tokenizers" ? std::string("tokenizer train")
+                                                              : kStages[i] == "tasks" ? std::string("tasks")
+                                                                                      : kStages[i])),
+              std::string::npos)
+        << s["commands"][0];
+  }
+
+  // The server was started for the teacher stages and stopped by the pipeline.
+  std::ifstream serve_log(art + "/logs/serve.log");
+  std::string serve_text((std::istreambuf_iterator<char>(serve_log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(serve_text.find("listening on http://127.0.0.1:"), std::string::npos);
+  EXPECT_NE(serve_text.find("stopped by the pipeline"), std::string::npos);
+
+  // Key numbers are the reports' own.
+  json ev = load(art + "/reports/mini_evaluation_report.json");
+  json base = load(art + "/reports/teacher_baseline.json");
+  json dry = load(art + "/reports/dryrun_7b.json");
+  json stats = load(art + "/logs/collect_stats.json");
+  const json& k = sum["key_numbers"];
+  for (const char* f : {"student_quality", "teacher_quality", "qei", "qei_speed", "student_memory_gb",
+                        "teacher_memory_gb", "student_tps", "teacher_tps"})
+    expect_same(k[f], ev["qei_metrics"][f], f);
+  expect_same(k["student_json_validity"], ev["quality"]["student"]["json_validity"], "student_json_validity");
+  expect_same(k["teacher_decode_tps"], base["metrics"]["avg_decode_tps_8k"], "teacher_decode_tps");
+  expect_same(k["dryrun_peak_rss_bytes"], dry["peak_rss_bytes"], "dryrun_peak_rss_bytes");
+  expect_same(k["dryrun_params"], dry["params"]["count"], "dryrun_params");
+  expect_same(k["kd_steps"], stats["steps"]["total"], "kd_steps");
+  EXPECT_EQ(stage(sum, "collect")["numbers"]["prompts_ok"], stats["prompts"]["ok"]);
+  EXPECT_EQ(stats["prompts"]["ok"].get<long long>(), 48);  // the tiny preset's KD_MAX_PROMPTS
+  EXPECT_EQ(base["metrics"]["total_prompts"].get<long long>(), 16);
+  EXPECT_EQ(ev["eval_config"]["total_prompts"].get<long long>(), 16);
+  // The teacher's memory for QEI is measured from its checkpoint, not a constant.
+  EXPECT_EQ(ev["teacher"]["memory_source"].get<std::string>().rfind("measured", 0), 0u) << ev["teacher"];
+
+  // Training: the budget was sized so the flip happens inside the run.
+  const json& tr = stage(sum, "train")["numbers"];
+  EXPECT_TRUE(std::isfinite(tr["last_loss"].get<double>()));
+  EXPECT_EQ(tr["flip_done"], true) << tr;
+  EXPECT_EQ(tr["act_bits"], 4);
+  EXPECT_EQ(k["train_flip_done"], true);
+  EXPECT_EQ(check(sum, "A8 -> A4 flip")["status"], "pass");
+
+  // Gates follow the numbers.
+  expect_gate(check(sum, "gate: QEI >="), ev["qei_metrics"]["qei"], 0.2);
+  expect_gate(check(sum, "gate: QEI_speed"), ev["qei_metrics"]["qei_speed"], 0.1);
+  expect_gate(check(sum, "gate: student JSON"), ev["quality"]["student"]["json_validity"], 0.95);
+  const json& qgate = check(sum, "gate: Qs >= 0.8 Qt");
+  const json qs = ev["qei_metrics"]["student_quality"], qt = ev["qei_metrics"]["teacher_quality"];
+  if (qt.is_number() && qt.get<double>() > 0)
+    EXPECT_EQ(qgate["status"], qs.get<double>() >= 0.8 * qt.get<double>() ? "pass" : "fail");
+  else
+    EXPECT_EQ(qgate["status"], "not_measured");
+  long long pass = 0, fail = 0, nm = 0;
+  for (const json& c : sum["checklist"]) {
+    const std::string s = c["status"];
+    ASSERT_TRUE(s == "pass" || s == "fail" || s == "not_measured") << c;
+    (s == "pass" ? pass : s == "fail" ? fail : nm)++;
+  }
+  EXPECT_EQ(sum["checklist_counts"]["pass"], pass);
+  EXPECT_EQ(sum["checklist_counts"]["fail"], fail);
+  EXPECT_EQ(sum["checklist_counts"]["not_measured"], nm);
+
+  // A second run does nothing: every stage skipped, no artifact rewritten.
+  const std::string ckpt_report = art + "/reports/mini_evaluation_report.json";
+  const long long t_eval = mtime_ns(ckpt_report), t_shard = mtime_ns(art + "/data/kd_shard_000.parquet");
+  rc = bk_test::run_command(pipeline_cmd(dir, "", ""), &out);
+  ASSERT_EQ(rc, 0) << out;
+  json sum2 = load(art + "/reports/pipeline_summary.json");
+  for (const std::string& s : kStages) {
+    EXPECT_EQ(stage(sum2, s)["status"], "skipped") << s;
+    EXPECT_EQ(stage(sum2, s)["duration_s"].get<double>(), 0.0) << s;
+  }
+  EXPECT_EQ(mtime_ns(ckpt_report), t_eval);
+  EXPECT_EQ(mtime_ns(art + "/data/kd_shard_000.parquet"), t_shard);
+  EXPECT_EQ(out.find("teacher server: starting"), std::string::npos) << "no stage needed the server";
+  // Numbers of skipped stages still come from their outputs.
+  EXPECT_EQ(sum2["key_numbers"], sum["key_numbers"]);
+
+  // A setting only eval reads: eval reruns, everything before it is skipped.
+  rc = bk_test::run_command(pipeline_cmd(dir, "EVAL_MAX_PROMPTS=8", ""), &out);
+  ASSERT_EQ(rc, 0) << out;
+  json sum3 = load(art + "/reports/pipeline_summary.json");
+  for (const std::string& s : kStages)
+    EXPECT_EQ(stage(sum3, s)["status"], s == "eval" ? "ok" : "skipped") << s << "\n" << out;
+  EXPECT_EQ(load(ckpt_report)["eval_config"]["total_prompts"].get<long long>(), 8);
+}
+
+TEST(Pipeline, FailingStageIsNamedWithItsLog) {
+  const std::string dir = bk_test::scratch_dir("pipeline_fail");
+  std::string out;
+  // --only a late stage on a fresh root: refused, naming what to run first.
+  int rc = bk_test::run_command(pipeline_cmd(dir, "", "--only eval"), &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("stage tasks is not done yet and a selected stage needs it"), std::string::npos) << out;
+
+  // A stage that fails: the last one, so everything before it runs for real.
+  rc = bk_test::run_command(pipeline_cmd(dir, "DRYRUN_BATCH_SIZE=0", ""), &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("stage dryrun failed"), std::string::npos) << out;
+  EXPECT_NE(out.find(dir + "/artifacts/logs/dryrun.log"), std::string::npos) << out;
+  json sum = load(dir + "/artifacts/reports/pipeline_summary.json");
+  ASSERT_TRUE(sum.is_object());
+  EXPECT_EQ(sum["status"], "failed");
+  EXPECT_EQ(sum["failed_stage"], "dryrun");
+  EXPECT_EQ(stage(sum, "dryrun")["status"], "failed");
+  EXPECT_EQ(stage(sum, "eval")["status"], "ok");
+  EXPECT_EQ(check(sum, "7B dry run").is_null() ? check(sum, "dry run")["status"] : check(sum, "7B dry run")["status"],
+            "not_measured");
+}
+
+// A teacher named in the environment (here a `bitkd serve` the test starts,
+// as a user would run vLLM or llama.cpp): no local teacher is trained.
+TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
+  const std::string dir = bk_test::scratch_dir("pipeline_external");
+  std::string out;
+  // A teacher to serve: the pipeline's own first stages in another root.
+  int rc = bk_test::run_command(pipeline_cmd(dir + "", "ARTIFACTS_DIR='" + dir + "/teacher_root'",
+                                             "--until pretrain"),
+                                &out);
+  ASSERT_EQ(rc, 0) << out;
+  const std::string troot = dir + "/teacher_root";
+  std::string ckpt;
+  rc = bk_test::run_command("ls " + troot + "/teacher/mini_bitnet_step_*.safetensors | grep -v optim | tail -1", &ckpt);
+  ASSERT_EQ(rc, 0);
+  while (!ckpt.empty() && (ckpt.back() == '\n' || ckpt.back() == ' ')) ckpt.pop_back();
+
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  const std::string serve_log = dir + "/external_serve.log";
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    int log = open(serve_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) dup2(log, 2);
+    close(fds[0]);
+    execl(bk_test::bitkd_exe().c_str(), "bitkd", "serve", "--env-file=", "--model", ckpt.c_str(), "--tokenizer",
+          (troot + "/teacher/tokenizer.model").c_str(), "--port", "0", "--model-name", "my-teacher", (char*)nullptr);
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string line;
+  char ch;
+  while (read(fds[0], &ch, 1) == 1) {
+    if (ch == '\n') {
+      if (line.find("listening on ") != std::string::npos) break;
+      line.clear();
+    } else {
+      line += ch;
+    }
+  }
+  const size_t at = line.find("http://");
+  ASSERT_NE(at, std::string::npos) << "bitkd serve did not start";
+  const std::string url = line.substr(at) + "/v1";
+
+  rc = bk_test::run_command(pipeline_cmd(dir, "TEACHER_PROVIDER=bitkd TEACHER_BASE_URL=" + url, ""), &out);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  ASSERT_EQ(rc, 0) << out;
+  json sum = load(dir + "/artifacts/reports/pipeline_summary.json");
+  EXPECT_EQ(sum["teacher"]["mode"], "external");
+  EXPECT_EQ(stage(sum, "pretrain")["status"], "not_needed");
+  EXPECT_FALSE(exists(dir + "/artifacts/teacher")) << "no local teacher is trained";
+  EXPECT_FALSE(exists(dir + "/artifacts/logs/serve.log")) << "no local server is started";
+  for (const char* s : {"tasks", "tokenizers", "teacher", "collect", "train", "eval", "dryrun"})
+    EXPECT_EQ(stage(sum, s)["status"], "ok") << s;
+  json base = load(dir + "/artifacts/reports/teacher_baseline.json");
+  EXPECT_EQ(base["model"], "my-teacher");
+  json stats = load(dir + "/artifacts/logs/collect_stats.json");
+  EXPECT_EQ(stats["model"], "my-teacher");
+  EXPECT_GT(stats["steps"]["valid"].get<long long>(), 0);
+}
+
+}  // namespace
