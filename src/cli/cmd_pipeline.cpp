@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -256,20 +257,28 @@ Status spawn_child(const std::vector<std::string>& argv, const ChildEnv& env, co
   return ok_status();
 }
 
-// Stops a child: SIGTERM, then SIGKILL after grace_s.
-void stop_child(pid_t pid, double grace_s) {
-  if (pid <= 0) return;
+double rusage_cpu_s(const struct rusage& ru) {
+  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+// Stops a child: SIGTERM, then SIGKILL after grace_s. Returns its CPU seconds.
+double stop_child(pid_t pid, double grace_s) {
+  if (pid <= 0) return 0;
   kill(pid, SIGTERM);
   double t0 = now_seconds();
   int status = 0;
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
   while (true) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) return;
+    pid_t r = wait4(pid, &status, WNOHANG, &ru);
+    if (r == pid) return rusage_cpu_s(ru);
+    if (r < 0 && errno == ECHILD) return 0;
     if (now_seconds() - t0 > grace_s) break;
     sleep_s(0.05);
   }
   kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
+  wait4(pid, &status, 0, &ru);
+  return rusage_cpu_s(ru);
 }
 
 std::string describe_exit(int status) {
@@ -281,7 +290,7 @@ std::string describe_exit(int status) {
 // Runs one command to completion. While it runs, its newest log line is shown
 // (one updating line on a terminal, a line a minute otherwise).
 Status run_child(const std::string& stage, const std::vector<std::string>& argv, const ChildEnv& env,
-                 const std::string& log_path) {
+                 const std::string& log_path, double* cpu_s) {
   append_to_file(log_path, "\n# " + utc_timestamp_iso() + "\n$ " + join_command(argv) + "\n");
   pid_t pid = 0;
   BK_TRY(spawn_child(argv, env, log_path, &pid));
@@ -290,9 +299,14 @@ Status run_child(const std::string& stage, const std::vector<std::string>& argv,
   double last_show = now_seconds();
   int status = 0;
   bool shown = false;
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
   while (true) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
+    pid_t r = wait4(pid, &status, WNOHANG, &ru);
+    if (r == pid) {
+      *cpu_s += rusage_cpu_s(ru);
+      break;
+    }
     if (r < 0 && errno != EINTR) {
       g_child_pid = 0;
       return errorf("waiting for %s: %s", stage.c_str(), strerror(errno));
@@ -406,14 +420,15 @@ Status make_plan(const Config& c, Plan* p) {
   BK_TRY(pick_str(c, "PIPELINE_STUDENT_TOKENIZER_TYPE", "unigram", &p->student_tok_type));
 
   // Float teacher: sized to learn several task families in about 7 minutes on 2 cores.
-  BK_TRY(pick_int(c, "PIPELINE_TEACHER_DIM", tiny ? 64 : 256, &p->t_dim));
-  BK_TRY(pick_int(c, "PIPELINE_TEACHER_LAYERS", tiny ? 2 : 4, &p->t_layers));
-  p->t_heads = std::max(1LL, p->t_dim / 64);
-  if (tiny) p->t_heads = 2;
+  // Two layers with several narrow heads learn to copy from the prompt (what
+  // most families need) far sooner than deeper or wider models per CPU second.
+  BK_TRY(pick_int(c, "PIPELINE_TEACHER_DIM", tiny ? 64 : 128, &p->t_dim));
+  BK_TRY(pick_int(c, "PIPELINE_TEACHER_LAYERS", 2, &p->t_layers));
+  p->t_heads = std::max(1LL, p->t_dim / 32);
   p->t_seq = 96;
   p->t_batch = tiny ? 8 : 16;
-  BK_TRY(pick_int(c, "PIPELINE_TEACHER_STEPS", tiny ? 40 : scaled(600, s), &p->t_steps));
-  BK_TRY(pick_double(c, "PIPELINE_TEACHER_LR", 2e-3, &p->t_lr));
+  BK_TRY(pick_int(c, "PIPELINE_TEACHER_STEPS", tiny ? 40 : scaled(2400, s), &p->t_steps));
+  BK_TRY(pick_double(c, "PIPELINE_TEACHER_LR", 3e-3, &p->t_lr));
   p->t_min_lr = p->t_lr / 20;
   p->t_warmup = std::min(30LL, std::max(1LL, p->t_steps / 10));
   p->t_wd = 0.01;
@@ -425,19 +440,19 @@ Status make_plan(const Config& c, Plan* p) {
   BK_TRY(pick_int(c, "EVAL_MAX_PROMPTS", p->baseline_prompts, &p->eval_prompts));
   BK_TRY(pick_int(c, "EVAL_MAX_NEW_TOKENS", p->baseline_tokens, &p->eval_tokens));
   p->tasks_eval = std::max(p->baseline_prompts, p->eval_prompts);
-  BK_TRY(pick_int(c, "KD_MAX_PROMPTS", tiny ? 48 : scaled(2000, s), &p->kd_prompts));
+  BK_TRY(pick_int(c, "KD_MAX_PROMPTS", tiny ? 48 : scaled(8000, s), &p->kd_prompts));
   BK_TRY(pick_int(c, "KD_MAX_TOKENS_PER_PROMPT", p->baseline_tokens, &p->kd_tokens));
   BK_TRY(pick_int(c, "TEACHER_CONCURRENCY", 2, &p->concurrency));
 
   // Ternary student.
-  BK_TRY(pick_int(c, "MINI_DIM", tiny ? 64 : 192, &p->s_dim));
-  BK_TRY(pick_int(c, "MINI_LAYERS", tiny ? 2 : 4, &p->s_layers));
-  BK_TRY(pick_int(c, "MINI_HEADS", tiny ? 2 : 3, &p->s_heads));
+  BK_TRY(pick_int(c, "MINI_DIM", tiny ? 64 : 128, &p->s_dim));
+  BK_TRY(pick_int(c, "MINI_LAYERS", 2, &p->s_layers));
+  BK_TRY(pick_int(c, "MINI_HEADS", tiny ? 2 : 4, &p->s_heads));
   BK_TRY(pick_int(c, "MINI_FFN_DIM", 0, &p->s_ffn));
   BK_TRY(pick_int(c, "MAX_SEQ_LEN", 104, &p->s_seq));
   BK_TRY(pick_int(c, "TRAIN_BATCH_SIZE", tiny ? 8 : 16, &p->s_batch));
-  BK_TRY(pick_int(c, "TOTAL_STEPS", tiny ? 40 : scaled(500, s), &p->s_steps));
-  BK_TRY(pick_double(c, "LR", 2e-3, &p->s_lr));
+  BK_TRY(pick_int(c, "TOTAL_STEPS", tiny ? 40 : scaled(1500, s), &p->s_steps));
+  BK_TRY(pick_double(c, "LR", 3e-3, &p->s_lr));
   BK_TRY(pick_int(c, "WARMUP_STEPS", std::min(30LL, std::max(1LL, p->s_steps / 10)), &p->s_warmup));
   BK_TRY(pick_int(c, "CHECKPOINT_INTERVAL", std::max(1LL, p->s_steps / 2), &p->s_ckpt_interval));
   BK_TRY(pick_int(c, "LOG_INTERVAL", std::max(1LL, std::min(25LL, p->s_steps / 10)), &p->s_log_interval));
@@ -527,6 +542,7 @@ struct Ctx {
   // server
   pid_t server_pid = 0;
   std::string server_url;  // http://127.0.0.1:PORT/v1
+  double server_cpu_s = 0;  // CPU the teacher server used (teacher and collect stages)
   std::vector<PipelineStage> stages;
 };
 
@@ -569,6 +585,9 @@ ChildEnv child_env(const Ctx& cx) {
   e.set["SEED"] = config_str(c, "SEED", "1234");
   e.set["LOG_LEVEL"] = config_str(c, "LOG_LEVEL", "INFO");
   e.set["TOKENIZER_NAME"] = cx.student_tok;
+  // Stages overlap (the server beside the collector) and machines are often
+  // shared: idle OpenMP threads sleep instead of spinning on the other's cores.
+  if (!getenv("OMP_WAIT_POLICY")) e.set["OMP_WAIT_POLICY"] = "PASSIVE";
   if (cx.local_teacher) {
     e.set["TEACHER_PROVIDER"] = "bitkd";
     e.set["TEACHER_MODEL"] = kServedTeacherName;
@@ -716,6 +735,7 @@ Status do_stage(Ctx& cx, StageDef& d) {
   done["run_id"] = run_id;
   done["finished"] = finished;
   done["duration_s"] = rec.duration_s;
+  done["cpu_s"] = rec.cpu_s;
   done["inputs"] = d.inputs;
   done["commands"] = rec.commands;
   done["numbers"] = nums;
@@ -731,7 +751,7 @@ Status do_stage(Ctx& cx, StageDef& d) {
 
 Status run_cmd(Ctx& cx, PipelineStage* rec, const std::vector<std::string>& argv) {
   rec->commands.push_back(join_command(argv));
-  return run_child(rec->name, argv, child_env(cx), rec->log);
+  return run_child(rec->name, argv, child_env(cx), rec->log, &rec->cpu_s);
 }
 
 // ------------------------------------------------------------ the teacher server
@@ -788,7 +808,7 @@ Status ensure_server(Ctx& cx) {
 
 void stop_server(Ctx& cx) {
   if (cx.server_pid <= 0) return;
-  stop_child(cx.server_pid, 10.0);
+  cx.server_cpu_s += stop_child(cx.server_pid, 10.0);
   append_to_file(log_path(cx, "serve"), "# " + utc_timestamp_iso() + " stopped by the pipeline (SIGTERM)\n");
   printf("      teacher server: stopped\n");
   cx.server_pid = 0;
@@ -1084,6 +1104,7 @@ std::vector<StageDef> make_stages(Ctx& cx) {
     // rerun resumes and adds what is missing). Local traces are remade.
     d.clean = [](Ctx& cx) {
       if (!cx.local_teacher) {
+        if (list_files(cx.paths.data, "kd_prompts_", ".parquet").empty()) return;
         BK_LOG_WARN("collect: inputs changed; existing shards in %s are kept and the collector resumes (delete them "
                     "to start over)", cx.paths.data.c_str());
         return;
@@ -1507,6 +1528,7 @@ int run_pipeline(Args& a) {
   f.machine = (cpu.empty() ? std::string("unknown CPU") : cpu) + ", " + std::to_string(hardware_threads()) + " hardware threads";
   f.threads = (int)threads;
   f.settings_json = cx.plan.settings.dump();
+  f.server_cpu_s = cx.server_cpu_s;
   f.failed_stage = failed_stage;
   std::string json_text, human;
   Status s2 = pipeline_summary_build(cx.stages, f, &json_text, &human);

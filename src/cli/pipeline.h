@@ -15,6 +15,7 @@ struct PipelineStage {
   std::string detail;     // why skipped / failed / not needed
   double duration_s = 0;  // this run (0 when skipped)
   double recorded_duration_s = -1;  // the duration stored in the stamp (skipped stages), -1 unknown
+  double cpu_s = 0;       // CPU seconds (user + system) of its commands, this run
   std::string log;        // logs/<stage>.log
   std::string fingerprint;
   std::vector<std::string> commands;  // the bitkd command lines it ran (or would have run)
@@ -34,6 +35,7 @@ struct PipelineFacts {
   int threads = 0;
   std::string settings_json;      // resolved preset values (JSON object)
   std::string failed_stage;       // "" when every stage passed
+  double server_cpu_s = 0;        // CPU of the local teacher server (serves teacher and collect)
 };
 
 // Builds the summary JSON (stage table, key numbers read from the reports,

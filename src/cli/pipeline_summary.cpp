@@ -217,6 +217,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     e["name"] = s.name;
     e["status"] = s.status;
     e["duration_s"] = s.duration_s;
+    e["cpu_s"] = s.cpu_s;
     if (s.recorded_duration_s >= 0) e["last_run_duration_s"] = s.recorded_duration_s;
     if (!s.detail.empty()) e["detail"] = s.detail;
     if (!s.log.empty()) e["log"] = s.log;
@@ -227,6 +228,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     ran_s += s.duration_s;
   }
   j["stages"] = st;
+  j["server_cpu_s"] = f.server_cpu_s;
   j["key_numbers"] = k;
   ojson cj = ojson::array();
   int pass = 0, fail = 0, nm = 0;
@@ -245,7 +247,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
   // ---- text
   std::string t;
   char line[512];
-  t += "stage       status      time      key numbers\n";
+  t += "stage       status      time      cpu       key numbers\n";
   for (const PipelineStage& s : stages) {
     const ojson& n = nums[s.name];
     std::string note;
@@ -275,11 +277,15 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     if (s.status == "not_needed") note = s.detail;
     std::string time = s.status == "skipped" ? "(" + fmt_duration(s.recorded_duration_s) + ")" : fmt_duration(s.duration_s);
     if (s.status == "not_run" || s.status == "not_needed") time = "-";
-    snprintf(line, sizeof line, "%-11s %-11s %-9s %s\n", s.name.c_str(), s.status.c_str(), time.c_str(), note.c_str());
+    std::string cpu = s.status == "ok" || s.status == "failed" ? fmt_duration(s.cpu_s) : "-";
+    snprintf(line, sizeof line, "%-11s %-11s %-9s %-9s %s\n", s.name.c_str(), s.status.c_str(), time.c_str(),
+             cpu.c_str(), note.c_str());
     t += line;
   }
-  snprintf(line, sizeof line, "total %s (stages %s; skipped stages show their last run in parentheses)\n\n",
-           fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str());
+  snprintf(line, sizeof line,
+           "total %s (stages %s; cpu = user + system time of the stage's commands; the teacher server used %s "
+           "more; skipped stages show their last run in parentheses)\n\n",
+           fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str(), fmt_duration(f.server_cpu_s).c_str());
   t += line;
   if (have_eval) {
     t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + "; JSON validity teacher " +
