@@ -221,45 +221,49 @@ int run_bench_train(Args& a) {
   struct LoopTimes {
     double t_fwd = 0, t_loss = 0, t_bwd = 0, t_opt = 0, t_mm = 0, flops = 0, loss_first = 0, loss_last = 0;
   };
-  // The same model, data and optimizer for each loss: re-initialised per run.
-  auto run_loop = [&](bool kd, LoopTimes* lt) -> Status {
-    BK_TRY(model_init(&m, cfg, 1234));
-    model_alloc_grads(&m);
-    BK_TRY(optimizer_init(&opt, AdamWConfig(), m.info, m.params.size()));
-    double t_fwd = 0, t_loss = 0, t_bwd = 0, t_opt = 0, t_mm = 0, flops = 0;
-    double loss_first = 0, loss_last = 0;
-    for (int s = 0; s < warmup + steps; s++) {
-      double t0 = now_seconds();
-      BK_TRY(model_forward(&m, acts, tokens.data(), nullptr, batch, seq));
-      double t1 = now_seconds();
-      float loss;
-      if (kd) {
-        KdLossParts kp;
-        kd_loss_forward_backward(activations_logits(acts), cfg.vocab_size, kt, kc, &kp);
-        loss = (float)kp.loss;
-      } else {
-        loss = ce_loss_forward_backward(activations_logits(acts), targets.data(), nullptr, N, cfg.vocab_size, nullptr);
-      }
-      double t2 = now_seconds();
-      model_backward(&m, acts);
-      double t3 = now_seconds();
-      optimizer_step(&opt, m.params.data(), m.grads.data(), m.params.size(), 6e-4, 0.1, loss);
-      model_zero_grads(&m);
-      double t4 = now_seconds();
-      if (s == 0) loss_first = loss;
-      loss_last = loss;
-      if (s < warmup) continue;
-      ModelTimings mt = model_last_timings(acts);
-      t_fwd += t1 - t0, t_loss += t2 - t1, t_bwd += t3 - t2, t_opt += t4 - t3;
-      t_mm += mt.matmul_s;
-      flops += mt.flops_forward + mt.flops_backward;
+  // One training step of model mm with the CE or the KD loss, timed into *lt.
+  auto one_step = [&](Model* mm, Optimizer* oo, bool kd, int s, LoopTimes* lt) -> Status {
+    double t0 = now_seconds();
+    BK_TRY(model_forward(mm, acts, tokens.data(), nullptr, batch, seq));
+    double t1 = now_seconds();
+    float loss;
+    if (kd) {
+      KdLossParts kp;
+      kd_loss_forward_backward(activations_logits(acts), cfg.vocab_size, kt, kc, &kp);
+      loss = (float)kp.loss;
+    } else {
+      loss = ce_loss_forward_backward(activations_logits(acts), targets.data(), nullptr, N, cfg.vocab_size, nullptr);
     }
-    *lt = LoopTimes{t_fwd, t_loss, t_bwd, t_opt, t_mm, flops, loss_first, loss_last};
+    double t2 = now_seconds();
+    BK_TRY(model_backward(mm, acts));
+    double t3 = now_seconds();
+    optimizer_step(oo, mm->params.data(), mm->grads.data(), mm->params.size(), 6e-4, 0.1, loss);
+    model_zero_grads(mm);
+    double t4 = now_seconds();
+    if (s == 0) lt->loss_first = loss;
+    lt->loss_last = loss;
+    if (s < warmup) return ok_status();
+    ModelTimings mt = model_last_timings(acts);
+    lt->t_fwd += t1 - t0, lt->t_loss += t2 - t1, lt->t_bwd += t3 - t2, lt->t_opt += t4 - t3;
+    lt->t_mm += mt.matmul_s;
+    lt->flops += mt.flops_forward + mt.flops_backward;
     return ok_status();
   };
+  // --loss both: a second, identically initialised model trains with the KD
+  // loss, its steps interleaved with the CE model's, so a changing machine
+  // load hits both the same way.
+  Model m_kd;
+  Optimizer opt_kd;
+  if (loss_mode == "both") {
+    st = model_init(&m_kd, cfg, 1234);
+    if (st.ok()) model_alloc_grads(&m_kd), st = optimizer_init(&opt_kd, AdamWConfig(), m_kd.info, m_kd.params.size());
+  }
   LoopTimes ce_run, kd_run;
-  if (loss_mode != "kd") st = run_loop(false, &ce_run);
-  if (st.ok() && loss_mode != "ce") st = run_loop(true, &kd_run);
+  for (int s = 0; st.ok() && s < warmup + steps; s++) {
+    if (loss_mode != "kd") st = one_step(&m, &opt, false, s, &ce_run);
+    if (st.ok() && loss_mode != "ce")
+      st = loss_mode == "both" ? one_step(&m_kd, &opt_kd, true, s, &kd_run) : one_step(&m, &opt, true, s, &kd_run);
+  }
   activations_destroy(acts);
   if (!st.ok()) return cli_fail(a, st);
   const LoopTimes& main_run = loss_mode == "kd" ? kd_run : ce_run;
