@@ -90,7 +90,7 @@ static int run_eval(Args& a) {
 
   long long max_prompts = 0, max_new = 0, seed = 0, kd_max = 0, max_seq = 0, max_topk = 0;
   double temperature = 0, top_p = 1, mem_gb = 0;
-  bool save = true, bos = true, no_kd = false, mismatch = false;
+  bool save = true, bos = true, no_kd = false, mismatch = false, untrained = false;
   if (!arg_int_or_report(a, "max-prompts", &max_prompts) || !arg_int_or_report(a, "max-new-tokens", &max_new) ||
       !arg_int_or_report(a, "SEED", &seed) || !arg_int_or_report(a, "kd-eval-max-examples", &kd_max) ||
       !arg_int_or_report(a, "MAX_SEQ_LEN", &max_seq) || !arg_int_or_report(a, "MAX_TOPK", &max_topk) ||
@@ -99,7 +99,7 @@ static int run_eval(Args& a) {
     return 2;
   for (auto& b : std::vector<std::pair<const char*, bool*>>{
            {"SAVE_SAMPLE_GENERATIONS", &save}, {"bos", &bos}, {"no-kd-eval", &no_kd},
-           {"allow-tokenizer-mismatch", &mismatch}}) {
+           {"allow-tokenizer-mismatch", &mismatch}, {"untrained-reference", &untrained}}) {
     Status st = arg_bool(a, b.first, b.second);
     if (!st.ok()) return cli_fail(a, st);
   }
@@ -208,6 +208,26 @@ static int run_eval(Args& a) {
   if (!st.ok()) return cli_fail(a, st);
   rep.throughput = eval_throughput(rep.results);
 
+  // ---- reference: the same shape with random weights, same prompts and scorers
+  if (untrained) {
+    Model m0;
+    InferWeights* w0 = nullptr;
+    rep.untrained_seed = (uint64_t)seed;
+    st = model_init(&m0, mc, rep.untrained_seed);
+    if (st.ok()) st = infer_weights_create(&m0, be, &w0);
+    std::vector<EvalPromptResult> r0;
+    if (st.ok()) {
+      BK_LOG_INFO("eval: untrained reference (random weights, seed %llu)", (unsigned long long)rep.untrained_seed);
+      st = eval_generate(w0, tok, prompts, go, &r0);
+      infer_weights_destroy(w0);
+    }
+    QualityComparison q0;
+    if (st.ok()) st = compare_quality(r0, nullptr, &q0);
+    if (!st.ok()) return cli_fail(a, with_context(st, "untrained reference"));
+    rep.have_untrained = true;
+    rep.untrained = q0.student;
+  }
+
   // ---- teacher baseline: quality on the same prompts, TPS, memory
   std::string bpath = arg_str(a, "teacher-baseline");
   if (bpath.empty()) bpath = path_join(paths.reports, "teacher_baseline.json");
@@ -301,6 +321,7 @@ static int run_eval(Args& a) {
   if (q.student.n) printf("  quality: student %.3f", q.student.score);
   else printf("  quality: no scored prompt (items without task/reference)");
   if (q.have_teacher && q.teacher.n) printf(", teacher %.3f", q.teacher.score);
+  if (rep.have_untrained && rep.untrained.n) printf(", untrained %.3f", rep.untrained.score);
   if (q.student.n) printf(" over %lld prompts", (long long)q.student.n);
   if (rep.have_agreement) printf("; top-1 agreement %.3f, KL %.3f", rep.agreement.top1, rep.agreement.kl_mean);
   printf("\n  qei %s", qr.qei.defined ? std::to_string(qr.qei.value).c_str() : ("null (" + qr.qei.reason + ")").c_str());
@@ -335,6 +356,8 @@ const Command& command_eval() {
           {"kd-eval-max-examples", nullptr, "32", "Prompts of the KD shard evaluated (0: all)"},
           {"no-kd-eval", nullptr, "", "Skip agreement/KL", true},
           {"allow-tokenizer-mismatch", nullptr, "", "Use a shard projected for another tokenizer", true},
+          {"untrained-reference", nullptr, "",
+           "Also generate and score with random weights of the student's shape (report quality.untrained)", true},
           {"bos", nullptr, "1", "Prepend BOS to every prompt (1/0), as `bitkd serve` does"},
           {"out", nullptr, "", "Report path (default REPORTS_DIR/mini_evaluation_report.json)"},
       },

@@ -492,7 +492,7 @@ struct Stamp {
   bool exists = false;
   std::string state;  // "running" or "done"
   std::string fingerprint, run_id;
-  double duration_s = -1;
+  double duration_s = -1, cpu_s = -1;
   ojson inputs = ojson::object();
   ojson numbers = ojson::object();
   std::vector<std::string> commands;
@@ -507,6 +507,7 @@ Stamp read_stamp(const std::string& path) {
   s.fingerprint = j.value("fingerprint", "");
   s.run_id = j.value("run_id", "");
   s.duration_s = j.value("duration_s", -1.0);
+  s.cpu_s = j.value("cpu_s", -1.0);
   if (j.contains("inputs") && j["inputs"].is_object()) s.inputs = j["inputs"];
   if (j.contains("numbers") && j["numbers"].is_object()) s.numbers = j["numbers"];
   if (j.contains("commands") && j["commands"].is_array())
@@ -668,6 +669,7 @@ Status do_stage(Ctx& cx, StageDef& d) {
     rec.status = "skipped";
     rec.detail = "up to date (inputs unchanged since the last run; --force-stage " + d.name + " reruns it)";
     rec.recorded_duration_s = old.duration_s;
+    rec.recorded_cpu_s = old.cpu_s;
     rec.commands = old.commands;
     cx.run_ids[d.name] = old.run_id;
     ojson nums = d.numbers ? d.numbers(cx, old) : ojson::object();
@@ -1245,6 +1247,7 @@ std::vector<StageDef> make_stages(Ctx& cx) {
       if (!cx.eval_prompts_user) add_flag(&a, "prompts", cx.eval_jsonl);
       add_flag(&a, "max-prompts", cx.plan.eval_prompts);
       add_flag(&a, "max-new-tokens", cx.plan.eval_tokens);
+      a.push_back("--untrained-reference");
       return run_cmd(cx, rec, a);
     };
     d.numbers = [](Ctx& cx, const Stamp&) {
@@ -1260,6 +1263,10 @@ std::vector<StageDef> make_stages(Ctx& cx) {
         if (q.contains("student") && q["student"].is_object()) j["student_json_validity"] = q["student"].value("json_validity", ojson());
         if (q.contains("teacher") && q["teacher"].is_object()) j["teacher_json_validity"] = q["teacher"].value("json_validity", ojson());
         j["matched_prompts"] = q.value("matched_prompts", ojson());
+        if (q.contains("untrained") && q["untrained"].is_object()) {
+          j["untrained_quality"] = q["untrained"].value("score", ojson());
+          j["untrained_json_validity"] = q["untrained"].value("json_validity", ojson());
+        }
       }
       if (r.contains("agreement")) {
         j["agreement_top1"] = r["agreement"].value("top1", ojson());

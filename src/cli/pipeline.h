@@ -16,6 +16,7 @@ struct PipelineStage {
   double duration_s = 0;  // this run (0 when skipped)
   double recorded_duration_s = -1;  // the duration stored in the stamp (skipped stages), -1 unknown
   double cpu_s = 0;       // CPU seconds (user + system) of its commands, this run
+  double recorded_cpu_s = -1;  // the CPU seconds stored in the stamp (skipped stages)
   std::string log;        // logs/<stage>.log
   std::string fingerprint;
   std::vector<std::string> commands;  // the bitkd command lines it ran (or would have run)

@@ -114,6 +114,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
   const double json_s = have_eval ? num(eval, {"quality", "student", "json_validity"}) : NAN;
   const double json_t = have_eval ? num(eval, {"quality", "teacher", "json_validity"}) : NAN;
   const double top1 = have_eval ? num(eval, {"agreement", "top1"}) : NAN;
+  const double qu = have_eval ? num(eval, {"quality", "untrained", "score"}) : NAN;
   const double dr_rss = have_dryrun ? num(dryrun, {"peak_rss_bytes"}) : NAN;
   const double dr_params = have_dryrun ? num(dryrun, {"params", "count"}) : NAN;
   k["teacher_quality"] = num_json(have_eval && std::isfinite(qt) ? qt : qt_base);
@@ -121,6 +122,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
       num_json(have_eval ? json_t : (have_baseline ? num(baseline, {"quality", "json_validity"}) : NAN));
   k["teacher_decode_tps"] = num_json(have_baseline ? num(baseline, {"metrics", "avg_decode_tps_8k"}) : NAN);
   k["student_quality"] = num_json(qs);
+  k["untrained_quality"] = num_json(qu);
   k["student_json_validity"] = num_json(json_s);
   k["qei"] = num_json(qei);
   k["qei_speed"] = num_json(qei_speed);
@@ -151,6 +153,11 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
                                 : "no reports/teacher_baseline.json"});
     cl.push_back({"teacher quality measured on held-out prompts (above 0)", status_of(std::isfinite(qt_base), qt_base > 0),
                   "task score " + fmt(qt_base)});
+    // "Clearly above": at least 0.1 of task score over random weights of the
+    // student's shape, generated and scored on the same prompts by eval.
+    cl.push_back({"teacher clearly above an untrained model (by >= 0.1)",
+                  status_of(std::isfinite(qt_base) && std::isfinite(qu), qt_base >= qu + 0.1),
+                  "teacher " + fmt(qt_base) + ", untrained " + fmt(qu) + ", student " + fmt(qs)});
   }
   {
     double valid = have_collect ? num(collect, {"steps", "valid"}) : NAN;
@@ -219,6 +226,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     e["duration_s"] = s.duration_s;
     e["cpu_s"] = s.cpu_s;
     if (s.recorded_duration_s >= 0) e["last_run_duration_s"] = s.recorded_duration_s;
+    if (s.recorded_cpu_s >= 0) e["last_run_cpu_s"] = s.recorded_cpu_s;
     if (!s.detail.empty()) e["detail"] = s.detail;
     if (!s.log.empty()) e["log"] = s.log;
     if (!s.fingerprint.empty()) e["fingerprint"] = s.fingerprint;
@@ -277,7 +285,9 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     if (s.status == "not_needed") note = s.detail;
     std::string time = s.status == "skipped" ? "(" + fmt_duration(s.recorded_duration_s) + ")" : fmt_duration(s.duration_s);
     if (s.status == "not_run" || s.status == "not_needed") time = "-";
-    std::string cpu = s.status == "ok" || s.status == "failed" ? fmt_duration(s.cpu_s) : "-";
+    std::string cpu = s.status == "ok" || s.status == "failed" ? fmt_duration(s.cpu_s)
+                      : s.status == "skipped" && s.recorded_cpu_s >= 0 ? "(" + fmt_duration(s.recorded_cpu_s) + ")"
+                                                                        : "-";
     snprintf(line, sizeof line, "%-11s %-11s %-9s %-9s %s\n", s.name.c_str(), s.status.c_str(), time.c_str(),
              cpu.c_str(), note.c_str());
     t += line;
@@ -288,7 +298,8 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
            fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str(), fmt_duration(f.server_cpu_s).c_str());
   t += line;
   if (have_eval) {
-    t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + "; JSON validity teacher " +
+    t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + ", untrained " + fmt(qu) +
+         "; JSON validity teacher " +
          pct(json_t) + ", student " + pct(json_s) + "\n";
     t += "memory (weights): teacher " + fmt(mt, "%.4g") + " GB, student " + fmt(ms, "%.4g") + " GB; decode: teacher " +
          fmt(tps_t, "%.0f") + " tok/s, student " + fmt(tps_s, "%.0f") + " tok/s\n";

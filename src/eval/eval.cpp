@@ -579,6 +579,12 @@ std::string eval_report_json(const EvalReport& r) {
   qj["teacher_only_prompts"] = q.teacher_only;
   qj["unscored_prompts"] = q.unscored;
   qj["note"] = q.note;
+  if (r.have_untrained) {
+    json u = side(r.untrained);
+    u["seed"] = r.untrained_seed;
+    u["note"] = "a randomly initialised model of the student's shape, same prompts, tokenizer and scorers";
+    qj["untrained"] = u;
+  }
   j["quality"] = qj;
 
   if (r.have_agreement) {

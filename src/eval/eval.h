@@ -197,6 +197,11 @@ struct EvalReport {
   bool have_agreement = false;
   KdAgreement agreement;
   std::string agreement_reason;  // why there is none
+  // Reference: a randomly initialised model of the student's shape, generated
+  // and scored on the same prompts (what "untrained" gets on this suite).
+  bool have_untrained = false;
+  QualitySide untrained;
+  uint64_t untrained_seed = 0;
   std::map<std::string, std::string> sources;
   std::vector<std::string> notes;
 };

@@ -170,7 +170,7 @@ TEST_F(EvalCli, EvalAgainstServedTeacherWritesConsistentReport) {
   // The float backend on the same prompts, and the PoC's placeholders named as ignored.
   rc = bk_test::run_command("EVAL_TEACHER_QUALITY=1.0 " + bk_test::bitkd_exe() + " eval --backend float --tokenizer " +
                                 q(g.teacher.tokenizer) + " --prompts " + q(prompts) +
-                                " --max-prompts 5 --max-new-tokens 16 --no-kd-eval --out " +
+                                " --max-prompts 5 --max-new-tokens 16 --no-kd-eval --untrained-reference --out " +
                                 q(g.art + "/float_report.json") + g.common,
                             &out);
   ASSERT_EQ(rc, 0) << out;
@@ -182,6 +182,12 @@ TEST_F(EvalCli, EvalAgainstServedTeacherWritesConsistentReport) {
   EXPECT_GT(f["qei_metrics"]["student_memory_gb"].get<double>(), qm["student_memory_gb"].get<double>());
   EXPECT_TRUE(f["agreement"]["top1"].is_null());
   ASSERT_EQ(f["results"].size(), 5u);
+  // The untrained reference: random weights of the same shape, every scored prompt.
+  ASSERT_TRUE(f["quality"].contains("untrained")) << f["quality"].dump();
+  EXPECT_EQ(f["quality"]["untrained"]["scored_prompts"], 5);
+  EXPECT_GE(f["quality"]["untrained"]["score"].get<double>(), 0.0);
+  EXPECT_LE(f["quality"]["untrained"]["score"].get<double>(), 1.0);
+  EXPECT_FALSE(r["quality"].contains("untrained"));  // only when asked
   bool noted = false;
   for (const json& n : f["notes"]) noted |= n.get<std::string>().find("EVAL_TEACHER_QUALITY") != std::string::npos;
   EXPECT_TRUE(noted);

@@ -142,6 +142,15 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
                         "teacher_memory_gb", "student_tps", "teacher_tps"})
     expect_same(k[f], ev["qei_metrics"][f], f);
   expect_same(k["student_json_validity"], ev["quality"]["student"]["json_validity"], "student_json_validity");
+  // The untrained reference is measured by eval on the same prompts.
+  ASSERT_TRUE(ev["quality"].contains("untrained")) << ev["quality"].dump();
+  EXPECT_EQ(ev["quality"]["untrained"]["scored_prompts"].get<long long>(), 16);
+  expect_same(k["untrained_quality"], ev["quality"]["untrained"]["score"], "untrained_quality");
+  {
+    const json& c = check(sum, "teacher clearly above an untrained model");
+    const double t = base["quality"]["score"].get<double>(), u = ev["quality"]["untrained"]["score"].get<double>();
+    EXPECT_EQ(c["status"], t >= u + 0.1 ? "pass" : "fail") << c;
+  }
   expect_same(k["teacher_decode_tps"], base["metrics"]["avg_decode_tps_8k"], "teacher_decode_tps");
   expect_same(k["dryrun_peak_rss_bytes"], dry["peak_rss_bytes"], "dryrun_peak_rss_bytes");
   expect_same(k["dryrun_params"], dry["params"]["count"], "dryrun_params");
