@@ -222,7 +222,7 @@ int run_train(Args& a) {
   KdAux aux;
   KdRunStats rs;
   rs.recent_kl.reserve(opt.grad_accum);
-  KdStreamBatch kb;
+  LoaderBatch kb;
   TrainerCallbacks cb;
   cb.next_batch = [&](Batch* b, Rng*) -> Status {
     BK_TRY(kd_stream_next(&stream, &kb));

@@ -1,11 +1,9 @@
-// The loader bridge of kd_stream.h. This is the only file of the command
-// layer that includes data/loader/loader.h (its Batch is not the trainer's).
+// kd_stream.h: the KD loader as `bitkd train` uses it.
 #include "cli/kd_stream.h"
 
 #include <nlohmann/json.hpp>
 
 #include "data/kd_schema.h"
-#include "data/loader/loader.h"
 
 namespace bk {
 
@@ -37,27 +35,15 @@ Status kd_stream_open(const Config& cfg, const KdStreamOptions& o, const Tokeniz
   return ok_status();
 }
 
-Status kd_stream_next(KdStream* s, KdStreamBatch* out) {
+Status kd_stream_next(KdStream* s, LoaderBatch* out) {
   if (!s->impl) return errorf("kd stream: not opened");
-  Batch b;  // the loader's batch
   bool done = false;
-  BK_TRY(loader_next(&s->impl->loader, &b, &done));
-  if (done || b.B == 0) return errorf("kd stream: the loader ran out of data (%s)", kd_stream_stats_line(*s).c_str());
-  if (b.B != s->impl->lo.batch_size || b.T != s->impl->lo.max_seq_len)
-    return errorf("kd stream: the loader gave a [%d, %d] batch, expected [%d, %d]", b.B, b.T, s->impl->lo.batch_size,
-                  s->impl->lo.max_seq_len);
-  out->B = b.B, out->T = b.T, out->K = b.K;
-  out->tokens = std::move(b.tokens);
-  out->key_mask = std::move(b.key_mask);
-  out->targets = std::move(b.targets);
-  out->kd_mask = std::move(b.kd_mask);
-  out->is_struct = std::move(b.is_struct);
-  out->topk_ids = std::move(b.topk_ids);
-  out->topk_logprobs = std::move(b.topk_logprobs);
-  out->other_logprob = std::move(b.other_logprob);
-  out->loss_tokens = b.loss_tokens;
-  out->kd_positions = b.kd_positions;
-  out->epoch = b.epoch;
+  BK_TRY(loader_next(&s->impl->loader, out, &done));
+  if (done || out->B == 0)
+    return errorf("kd stream: the loader ran out of data (%s)", kd_stream_stats_line(*s).c_str());
+  if (out->B != s->impl->lo.batch_size || out->T != s->impl->lo.max_seq_len)
+    return errorf("kd stream: the loader gave a [%d, %d] batch, expected [%d, %d]", out->B, out->T,
+                  s->impl->lo.batch_size, s->impl->lo.max_seq_len);
   return ok_status();
 }
 

@@ -1,14 +1,14 @@
 #pragma once
 // KD training batches for `bitkd train`: the aligned loader (data/loader)
-// behind a small bridge. data/loader/loader.h and train/trainer.h both define
-// a bk::Batch, so the loader is only included by kd_stream.cpp and its batches
-// arrive here flattened.
+// opened from the configuration, looping, with every batch exactly
+// [batch, seq] as the trainer's activations are sized, and its counters.
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "data/loader/loader.h"
 #include "io/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,22 +24,6 @@ struct KdStreamOptions {
   int64_t start_batch = 0;        // resume: batches already consumed
 };
 
-// One batch, [B, T] positions with K top-K slots each.
-struct KdStreamBatch {
-  int B = 0, T = 0, K = 0;
-  std::vector<int32_t> tokens;       // [B*T] (pad id in padding)
-  std::vector<uint8_t> key_mask;     // [B*T]
-  std::vector<int32_t> targets;      // [B*T] -1: no loss
-  std::vector<uint8_t> kd_mask;      // [B*T]
-  std::vector<uint8_t> is_struct;    // [B*T]
-  std::vector<int32_t> topk_ids;     // [B*T*K] -1: empty slot
-  std::vector<float> topk_logprobs;  // [B*T*K]
-  std::vector<float> other_logprob;  // [B*T]
-  int64_t loss_tokens = 0;           // positions with a target (real seen tokens)
-  int64_t kd_positions = 0;
-  int64_t epoch = 0;
-};
-
 struct KdStreamImpl;
 struct KdStream {
   std::unique_ptr<KdStreamImpl> impl;
@@ -52,7 +36,7 @@ struct KdStream {
 // The tokenizer must outlive the stream.
 Status kd_stream_open(const Config& cfg, const KdStreamOptions& o, const Tokenizer& student, KdStream* s);
 // The next batch; the stream loops over the data (new order each epoch).
-Status kd_stream_next(KdStream* s, KdStreamBatch* out);
+Status kd_stream_next(KdStream* s, LoaderBatch* out);
 int64_t kd_stream_position(const KdStream& s);  // batches delivered (start_batch included)
 const std::vector<std::string>& kd_stream_shards(const KdStream& s);
 std::string kd_stream_data_dir(const KdStream& s);

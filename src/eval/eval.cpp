@@ -365,7 +365,7 @@ Status kd_agreement_run(const InferWeights* w, const Tokenizer& tok, const KdAgr
   const int V = c.vocab_size;
   std::vector<float> logits;
   double kl_sum = 0;
-  Batch b;
+  LoaderBatch b;
   for (;;) {
     if (opt.max_examples > 0 && out->examples >= opt.max_examples) break;
     bool done = false;

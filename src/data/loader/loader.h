@@ -62,10 +62,6 @@ struct LoaderBatch {
   int64_t epoch = 0;  // epoch of the data in this batch
 };
 
-// Transitional name for callers written before the rename (cli/kd_stream.cpp);
-// a translation unit that also includes train/trainer.h must use LoaderBatch.
-using Batch = LoaderBatch;
-
 struct LoaderStats {
   int64_t shards_opened = 0;
   int64_t epochs_completed = 0;
