@@ -552,6 +552,9 @@ std::string stamp_path(const Ctx& cx, const std::string& stage) {
   return path_join(cx.stamps_dir, stage + ".json");
 }
 
+// KD traces of the held-out eval prompts (never read by training).
+std::string heldout_dir(const Ctx& cx) { return path_join(cx.paths.data, "heldout"); }
+
 std::vector<std::string> base_argv(const Ctx& cx, std::initializer_list<const char*> cmd) {
   std::vector<std::string> v = {cx.exe};
   for (const char* s : cmd) v.push_back(s);
@@ -1101,7 +1104,8 @@ std::vector<StageDef> make_stages(Ctx& cx) {
     d.inputs["sampling"] = config_str(c, "KD_TEACHER_TEMPERATURE") + "/" + config_str(c, "KD_TEACHER_TOP_P") + "/" +
                            config_str(c, "TEACHER_TOP_LOGPROBS");
     d.inputs["template"] = tmpl;
-    d.artifacts = {path_join(cx.paths.logs, "collect_stats.json"), path_join(cx.paths.data, kd_shard_name(0))};
+    d.artifacts = {path_join(cx.paths.logs, "collect_stats.json"), path_join(cx.paths.data, kd_shard_name(0)),
+                   path_join(cx.paths.logs, "collect_heldout_stats.json"), path_join(heldout_dir(cx), kd_shard_name(0))};
     // Traces of a hosted teacher cost money: never deleted automatically (a
     // rerun resumes and adds what is missing). Local traces are remade.
     d.clean = [](Ctx& cx) {
@@ -1115,7 +1119,9 @@ std::vector<StageDef> make_stages(Ctx& cx) {
       for (const std::string& n : list_files(cx.paths.data, "kd_shard_", ".parquet")) f.push_back(path_join(cx.paths.data, n));
       for (const std::string& n : list_files(cx.paths.data, "kd_prompts_", ".parquet"))
         f.push_back(path_join(cx.paths.data, n));
+      for (const std::string& n : list_files(heldout_dir(cx), "kd_", ".parquet")) f.push_back(path_join(heldout_dir(cx), n));
       f.push_back(path_join(cx.paths.logs, "collect_stats.json"));
+      f.push_back(path_join(cx.paths.logs, "collect_heldout_stats.json"));
       remove_files(f);
     };
     d.run = [](Ctx& cx, bool, PipelineStage* rec) -> Status {
@@ -1126,6 +1132,18 @@ std::vector<StageDef> make_stages(Ctx& cx) {
       add_flag(&a, "concurrency", cx.plan.concurrency);
       add_flag(&a, "tokenizer", cx.student_tok);
       BK_TRY(run_cmd(cx, rec, a));
+      // Traces of the held-out eval prompts, in their own folder so training
+      // never reads them: eval measures agreement and KL on prompts the
+      // student did not train on.
+      std::vector<std::string> h = base_argv(cx, {"collect"});
+      add_flag(&h, "prompts", cx.eval_prompts_user ? config_str(cx.args->cfg, "EVAL_PROMPTS_FILE") : cx.eval_jsonl);
+      add_flag(&h, "max-prompts", cx.plan.eval_prompts);
+      add_flag(&h, "max-tokens", cx.plan.kd_tokens);
+      add_flag(&h, "concurrency", cx.plan.concurrency);
+      add_flag(&h, "tokenizer", cx.student_tok);
+      add_flag(&h, "out", heldout_dir(cx));
+      add_flag(&h, "stats", path_join(cx.paths.logs, "collect_heldout_stats.json"));
+      BK_TRY(run_cmd(cx, rec, h));
       // A run where prompts failed leaves holes; say so rather than train on less.
       ojson s;
       if (read_json_file(path_join(cx.paths.logs, "collect_stats.json"), &s) && s.contains("prompts")) {
@@ -1153,6 +1171,12 @@ std::vector<StageDef> make_stages(Ctx& cx) {
       j["steps_per_s"] = s.value("steps_per_s", ojson());
       j["bytes_written"] = s.value("bytes_written", ojson());
       j["shards"] = (int64_t)list_files(cx.paths.data, "kd_shard_", ".parquet").size();
+      ojson h;
+      if (read_json_file(path_join(cx.paths.logs, "collect_heldout_stats.json"), &h) && h.contains("prompts") &&
+          h.contains("steps")) {
+        j["heldout_prompts_ok"] = h["prompts"].value("ok", 0LL) + h["prompts"].value("already_collected", 0LL);
+        j["heldout_steps_valid"] = h["steps"].value("valid", ojson());
+      }
       return j;
     };
     v.push_back(std::move(d));
@@ -1235,6 +1259,7 @@ std::vector<StageDef> make_stages(Ctx& cx) {
     d.inputs = base_inputs(cx, d.name);
     d.inputs["train"] = up("train");
     d.inputs["teacher"] = up("teacher");
+    d.inputs["collect"] = up("collect");  // the held-out traces
     d.inputs["tasks"] = cx.eval_prompts_user ? config_str(c, "EVAL_PROMPTS_FILE") : file_hash(cx.eval_jsonl);
     d.inputs["prompts"] = p.eval_prompts;
     d.inputs["max_new_tokens"] = p.eval_tokens;
@@ -1248,6 +1273,8 @@ std::vector<StageDef> make_stages(Ctx& cx) {
       add_flag(&a, "max-prompts", cx.plan.eval_prompts);
       add_flag(&a, "max-new-tokens", cx.plan.eval_tokens);
       a.push_back("--untrained-reference");
+      add_flag(&a, "kd-eval-shard", path_join(heldout_dir(cx), kd_shard_name(0)));
+      add_flag(&a, "kd-eval-max-examples", 0);
       return run_cmd(cx, rec, a);
     };
     d.numbers = [](Ctx& cx, const Stamp&) {

@@ -99,7 +99,7 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
         "reports/teacher_baseline.json", "data/kd_shard_000.parquet", "data/kd_prompts_000.parquet",
         "logs/collect_stats.json", "logs/train_metrics.jsonl", "logs/pretrain_metrics.jsonl",
         "reports/mini_evaluation_report.json", "reports/dryrun_7b.json", "reports/pipeline_summary.json",
-        "logs/serve.log"})
+        "logs/serve.log", "data/heldout/kd_shard_000.parquet", "logs/collect_heldout_stats.json"})
     EXPECT_TRUE(exists(art + "/" + p)) << p;
   for (const std::string& s : kStages) {
     EXPECT_TRUE(exists(art + "/logs/" + s + ".log")) << s;
@@ -142,6 +142,10 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
                         "teacher_memory_gb", "student_tps", "teacher_tps"})
     expect_same(k[f], ev["qei_metrics"][f], f);
   expect_same(k["student_json_validity"], ev["quality"]["student"]["json_validity"], "student_json_validity");
+  // Agreement is measured on traces of the held-out prompts, which training never reads.
+  EXPECT_NE(ev["agreement"]["shard"].get<std::string>().find("heldout/kd_shard_000.parquet"), std::string::npos)
+      << ev["agreement"];
+  EXPECT_GT(ev["agreement"]["examples"].get<long long>(), 8);
   // The untrained reference is measured by eval on the same prompts.
   ASSERT_TRUE(ev["quality"].contains("untrained")) << ev["quality"].dump();
   EXPECT_EQ(ev["quality"]["untrained"]["scored_prompts"].get<long long>(), 16);
