@@ -440,7 +440,7 @@ Status make_plan(const Config& c, Plan* p) {
   BK_TRY(pick_int(c, "EVAL_MAX_PROMPTS", p->baseline_prompts, &p->eval_prompts));
   BK_TRY(pick_int(c, "EVAL_MAX_NEW_TOKENS", p->baseline_tokens, &p->eval_tokens));
   p->tasks_eval = std::max(p->baseline_prompts, p->eval_prompts);
-  BK_TRY(pick_int(c, "KD_MAX_PROMPTS", tiny ? 48 : scaled(6000, s), &p->kd_prompts));
+  BK_TRY(pick_int(c, "KD_MAX_PROMPTS", tiny ? 48 : scaled(5000, s), &p->kd_prompts));
   BK_TRY(pick_int(c, "KD_MAX_TOKENS_PER_PROMPT", p->baseline_tokens, &p->kd_tokens));
   BK_TRY(pick_int(c, "TEACHER_CONCURRENCY", 2, &p->concurrency));
 
@@ -451,7 +451,7 @@ Status make_plan(const Config& c, Plan* p) {
   BK_TRY(pick_int(c, "MINI_FFN_DIM", 0, &p->s_ffn));
   BK_TRY(pick_int(c, "MAX_SEQ_LEN", 104, &p->s_seq));
   BK_TRY(pick_int(c, "TRAIN_BATCH_SIZE", tiny ? 8 : 16, &p->s_batch));
-  BK_TRY(pick_int(c, "TOTAL_STEPS", tiny ? 40 : scaled(2500, s), &p->s_steps));
+  BK_TRY(pick_int(c, "TOTAL_STEPS", tiny ? 40 : scaled(2000, s), &p->s_steps));
   BK_TRY(pick_double(c, "LR", 3e-3, &p->s_lr));
   BK_TRY(pick_int(c, "WARMUP_STEPS", std::min(30LL, std::max(1LL, p->s_steps / 10)), &p->s_warmup));
   BK_TRY(pick_int(c, "CHECKPOINT_INTERVAL", std::max(1LL, p->s_steps / 2), &p->s_ckpt_interval));
