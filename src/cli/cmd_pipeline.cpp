@@ -1587,7 +1587,7 @@ const Command& command_pipeline() {
       "QEI and the 7B dry run. With TEACHER_PROVIDER (or PROVIDER with its key) naming another teacher, that\n"
       "teacher is used and no local one is trained. Each stage runs as `bitkd <command>` with its log in\n"
       "LOGS_DIR/<stage>.log and is skipped when its outputs exist and its inputs are unchanged (stamps in\n"
-      "<artifacts>/stamps). PIPELINE_SCALE sizes the run: 1 (the default, about 20 minutes on 2 cores),\n"
+      "<artifacts>/stamps). PIPELINE_SCALE sizes the run: 1 (the default, about 14 minutes on 2 cores),\n"
       "2, 4, ... multiply steps and data; tiny is a smoke run of a minute or two. Variables you set\n"
       "(MINI_DIM, TOTAL_STEPS, KD_MAX_PROMPTS, EVAL_MAX_PROMPTS, ...) override the preset.",
       {
