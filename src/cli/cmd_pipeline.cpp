@@ -1489,12 +1489,12 @@ int run_pipeline(Args& a) {
         {"eval", {"tasks", "tokenizers", "teacher", "collect", "train"}},
         {"dryrun", {}},
     };
-    std::vector<std::string> todo(cx.only.begin(), cx.only.end());
-    while (!todo.empty()) {
-      std::string n = todo.back();
-      todo.pop_back();
+    std::vector<std::string> pending(cx.only.begin(), cx.only.end());
+    while (!pending.empty()) {
+      std::string n = pending.back();
+      pending.pop_back();
       for (const std::string& dep : deps.at(n))
-        if (!cx.only.count(dep) && cx.needed.insert(dep).second) todo.push_back(dep);
+        if (!cx.only.count(dep) && cx.needed.insert(dep).second) pending.push_back(dep);
     }
   }
   Status failure = ok_status();
