@@ -5,21 +5,32 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BITKD := $(BUILD_DIR)/bitkd
 CTEST_ARGS ?=
 
-.PHONY: install env build test run bench check_env ensure_dirs clean pipeline \
+.PHONY: install install_test env configure build build_all test run bench check_env ensure_dirs clean pipeline \
         prompts sanity teacher collect train eval dryrun
 
+# What building and running bitkd needs; `make test` adds the test dependencies.
 install:
 	bash scripts/setup.sh
 
+install_test:
+	bash scripts/setup.sh --test
+
 env: install
 
-$(BUILD_DIR)/CMakeCache.txt:
+# Configure every time (cheap): a build tree first configured by `make run`,
+# before the test dependencies were installed, then picks up the tests.
+configure:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
 
-build: install $(BUILD_DIR)/CMakeCache.txt
+# The bitkd binary only: what `make run` and the stage targets need.
+build: install configure
+	cmake --build $(BUILD_DIR) --target bitkd -j $(JOBS)
+
+# Everything: bitkd, the tests and the kernel benchmarks.
+build_all: install_test configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: build_all
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 check_env: build
@@ -74,7 +85,7 @@ bench_infer: build
 
 # The same training step in PyTorch (python3-torch), run right after ours; the JSON has speedup_vs_torch.
 .PHONY: bench_torch
-bench_torch: build
+bench_torch: install_test build
 	$(BITKD) bench train --compare-torch
 
 clean:

@@ -2,7 +2,7 @@
 """Training throughput of the bitkd student in PyTorch (the comparison for
 `bitkd bench train --compare-torch`).
 
-The same math as the C++ engine (DESIGN.md section 3), written the way a
+The same math as the C++ engine (docs/architecture.md, "Model"), written the way a
 PyTorch user would: Llama-style decoder with SubLN, RoPE (rotate_half),
 causal attention, SwiGLU or ReLU^2, BitLinear projections with absmean
 ternary weights and per-token 8-bit absmax (or 4-bit absmean) activations,

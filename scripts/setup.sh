@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Idempotent dependency install for bitkd on Debian 12 (bookworm).
-# Installs only what is missing; uses sudo when not root.
+# Idempotent dependency install for bitkd on Debian 12 (bookworm); installs
+# only what is missing, with sudo when not root.
+#
+#   scripts/setup.sh          what building and running bitkd needs (`make run`)
+#   scripts/setup.sh --test   that, plus what the tests need (`make test`):
+#                             GoogleTest/Benchmark, PyTorch for the reference
+#                             checks, Node.js and the npm interop clients
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+with_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_tests=1 ;;
+    *) echo "setup: unknown option '$arg' (use --test for the test dependencies)" >&2; exit 2 ;;
+  esac
+done
 
 apt_packages=(
   build-essential cmake pkg-config ccache git
@@ -14,11 +26,15 @@ apt_packages=(
   nlohmann-json3-dev
   libcli11-dev
   libzstd-dev libsnappy-dev
-  libgtest-dev libgmock-dev googletest
-  libbenchmark-dev
-  python3 python3-torch python3-numpy
-  nodejs npm
 )
+if [ "$with_tests" -eq 1 ]; then
+  apt_packages+=(
+    libgtest-dev libgmock-dev googletest
+    libbenchmark-dev
+    python3 python3-torch python3-numpy
+    nodejs npm
+  )
+fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -35,7 +51,7 @@ done
 # node/npm may come from another source (nvm, a tarball); accept that.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   filtered=()
-  for p in "${missing[@]}"; do
+  for p in "${missing[@]+"${missing[@]}"}"; do
     case "$p" in nodejs|npm) ;; *) filtered+=("$p") ;; esac
   done
   missing=("${filtered[@]+"${filtered[@]}"}")
@@ -51,7 +67,7 @@ else
 fi
 
 # npm packages used only by interop tests (independent clients of our files and server).
-if [ -f "$here/tests/interop/package.json" ]; then
+if [ "$with_tests" -eq 1 ] && [ -f "$here/tests/interop/package.json" ]; then
   if [ ! -d "$here/tests/interop/node_modules" ] || [ "$here/tests/interop/package.json" -nt "$here/tests/interop/node_modules" ]; then
     echo "setup: installing npm packages for interop tests"
     (cd "$here/tests/interop" && npm install --no-audit --no-fund --loglevel=error && touch node_modules)

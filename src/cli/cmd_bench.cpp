@@ -3,7 +3,6 @@
 // achieved matmul GFLOP/s against a measured fp32 FMA peak. --compare-torch
 // runs bench/torch_train.py (the same math in PyTorch) right after, with the
 // same shape and thread count, and prints the ratio.
-#include <immintrin.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -13,11 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "cli/machine_json.h"
 #include "cli/train_flags.h"
 #include "core/fs.h"
 #include "core/rng.h"
 #include "core/timing.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/peak.h"
 #include "model/model.h"
 #include "train/kd_loss.h"
 #include "train/loss.h"
@@ -26,87 +27,6 @@
 namespace bk {
 
 namespace {
-
-// ---- fp32 peak: a calibrated FMA loop ------------------------------------------
-// 12 independent 8-lane FMA chains per thread hide the FMA latency on every
-// current x86 core, so the loop runs at the FMA issue rate.
-__attribute__((target("avx2,fma"))) double fma_loop(long iters, float seed) {
-  __m256 acc[12];
-  for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(seed + 0.001f * i);
-  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-  for (long it = 0; it < iters; it++)
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-  __m256 s = acc[0];
-  for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
-  float out[8];
-  _mm256_storeu_ps(out, s);
-  return out[0];  // consumed by the caller so the loop is not dead code
-}
-
-struct Peak {
-  double gflops = 0;          // all threads together
-  double per_core_flops_per_cycle = 0;
-  double mhz = 0;             // from /proc/cpuinfo (0 if unknown)
-  std::string method;
-};
-
-double cpuinfo_mhz() {
-  std::string text;
-  if (!read_file("/proc/cpuinfo", &text).ok()) return 0;
-  size_t p = text.find("cpu MHz");
-  if (p == std::string::npos) return 0;
-  p = text.find(':', p);
-  return p == std::string::npos ? 0 : atof(text.c_str() + p + 1);
-}
-
-Peak measure_peak(int threads) {
-  Peak pk;
-  pk.mhz = cpuinfo_mhz();
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-    pk.method = "unavailable: the CPU has no AVX2/FMA";
-    return pk;
-  }
-  // Calibrate the iteration count to ~0.25 s on one thread, then run it on all threads at once.
-  long iters = 1 << 20;
-  volatile double sink = 0;
-  for (;;) {
-    double t0 = now_seconds();
-    sink = sink + fma_loop(iters, 1.0f);
-    double dt = now_seconds() - t0;
-    if (dt > 0.05) {
-      iters = (long)(iters * 0.25 / dt);
-      break;
-    }
-    iters *= 4;
-  }
-  double best = 0;
-  for (int rep = 0; rep < 3; rep++) {
-    double t0 = now_seconds();
-#pragma omp parallel num_threads(threads)
-    {
-      double r = fma_loop(iters, 1.0f + omp_get_thread_num());
-#pragma omp atomic
-      sink += r;
-    }
-    double dt = now_seconds() - t0;
-    best = std::max(best, (double)threads * iters * 12 * 8 * 2 / dt);
-  }
-  pk.gflops = best / 1e9;
-  if (pk.mhz > 0) pk.per_core_flops_per_cycle = best / threads / (pk.mhz * 1e6);
-  pk.method =
-      "measured: 12 independent 256-bit FMA chains per thread on all threads, best of 3 runs of ~0.25 s "
-      "(flops = threads x iterations x 12 x 8 lanes x 2)";
-  return pk;
-}
-
-// 1, 5 and 15-minute load averages: a benchmark on a shared machine says so.
-std::string load_average() {
-  std::string text;
-  if (!read_file("/proc/loadavg", &text).ok()) return "";
-  size_t p = 0;
-  for (int i = 0; i < 3 && p != std::string::npos; i++) p = text.find(' ', p + 1);
-  return text.substr(0, p);
-}
 
 // ---- locating and running the PyTorch side ----------------------------------------
 std::string find_torch_script(const std::string& given) {
@@ -216,8 +136,9 @@ int run_bench_train(Args& a) {
 
   // Peak before and after the run (best of both): a busy machine lowers both
   // the peak and the achieved rate, and the load may change during the run.
-  const std::string load_before = load_average();
-  Peak pk = measure_peak(threads);
+  const nlohmann::ordered_json machine_before = machine_json();
+  MeasuredPeak pk = measure_fma_peak(threads);
+  MeasuredPeak sg = measure_sgemm_peak(threads);
   struct LoopTimes {
     double t_fwd = 0, t_loss = 0, t_bwd = 0, t_opt = 0, t_mm = 0, flops = 0, loss_first = 0, loss_last = 0;
   };
@@ -273,17 +194,16 @@ int run_bench_train(Args& a) {
   const double step_s = (t_fwd + t_loss + t_bwd + t_opt) / steps;
   const double mm_gflops = flops / std::max(1e-12, t_mm) / 1e9;
   const double step_gflops = flops / std::max(1e-12, t_fwd + t_loss + t_bwd + t_opt) / 1e9;
-  Peak pk2 = measure_peak(threads);
+  MeasuredPeak pk2 = measure_fma_peak(threads), sg2 = measure_sgemm_peak(threads);
   if (pk2.gflops > pk.gflops) pk = pk2;
+  if (sg2.gflops > sg.gflops) sg = sg2;
 
   nlohmann::ordered_json j;
   j["bench"] = "train";
   j["impl"] = "bitkd";
-  j["machine"] = {{"cpu", cpu_model_name()},
-                  {"cores", hardware_threads()},
-                  {"cpuinfo_mhz", pk.mhz},
-                  {"loadavg_before", load_before},
-                  {"loadavg_after", load_average()}};
+  j["machine"] = machine_before;
+  j["machine"]["cpuinfo_mhz"] = pk.mhz;
+  j["machine"]["loadavg_after"] = machine_json()["loadavg"];
   j["threads"] = threads;
   j["config"] = nlohmann::ordered_json::parse(model_config_to_json(cfg));
   j["batch"] = batch;
@@ -302,10 +222,16 @@ int run_bench_train(Args& a) {
                  {"gflops", mm_gflops},
                  {"share_of_step", t_mm / std::max(1e-12, t_fwd + t_loss + t_bwd + t_opt)}};
   j["peak_fp32"] = {{"gflops", pk.gflops},
-                    {"flops_per_cycle_per_core_at_cpuinfo_mhz", pk.per_core_flops_per_cycle},
+                    {"flops_per_cycle_per_core_at_cpuinfo_mhz", pk.flops_per_cycle_per_core},
                     {"method", pk.method + "; best of a measurement before and after the timed steps"}};
+  j["peak_sgemm"] = {{"gflops", sg.gflops},
+                     {"method", sg.method + "; best of a measurement before and after the timed steps"}};
+  j["step_gflops"] = step_gflops;
   j["mfu_matmul"] = pk.gflops > 0 ? mm_gflops / pk.gflops : 0.0;
   j["mfu_step"] = pk.gflops > 0 ? step_gflops / pk.gflops : 0.0;
+  // The whole step's matmul FLOPs over its wall time, against the best this
+  // machine's BLAS does on one large square sgemm.
+  j["step_over_sgemm_peak"] = sg.gflops > 0 ? step_gflops / sg.gflops : 0.0;
   j["loss"] = loss_mode == "kd" ? "kd" : "ce";
   j["loss_first"] = loss_first;
   j["loss_last"] = loss_last;
@@ -334,7 +260,9 @@ int run_bench_train(Args& a) {
     std::string script = find_torch_script(arg_str(a, "torch-script"));
     if (script.empty())
       return cli_fail(a, errorf("bench/torch_train.py not found: run from the source tree or pass --torch-script"));
-    std::string cmd = shell_quote(arg_str(a, "python")) + " " + shell_quote(script);
+    // The same BLAS kernel family for PyTorch (Debian's links the same OpenBLAS).
+    std::string cmd = "OPENBLAS_CORETYPE=" + shell_quote(kernels_info().blas_family) + " " +
+                      shell_quote(arg_str(a, "python")) + " " + shell_quote(script);
     auto add = [&](const char* flag, const std::string& val) { cmd += std::string(" --") + flag + " " + shell_quote(val); };
     add("vocab", std::to_string(cfg.vocab_size));
     add("dim", std::to_string(cfg.dim));
@@ -382,8 +310,9 @@ const Command& command_bench_train() {
         "bench train",
         "Training throughput (forward, loss, backward, AdamW) as JSON; --compare-torch runs PyTorch too",
         "Random tokens at the given shape; --warmup untimed steps, then --steps timed ones. Prints one JSON\n"
-        "object: machine, threads, config, tokens_per_s, the per-step time split, achieved matmul GFLOP/s and\n"
-        "MFU against a measured fp32 FMA peak. --compare-torch then runs bench/torch_train.py (the same math\n"
+        "object: machine (CPU, vector unit, BLAS kernel family), threads, config, tokens_per_s, the per-step\n"
+        "time split, achieved matmul GFLOP/s, MFU against a measured FMA peak of the widest vector unit, and\n"
+        "the step's rate over a measured 2048^3 sgemm (step_over_sgemm_peak). --compare-torch then runs bench/torch_train.py (the same math\n"
         "in PyTorch, same shape and threads) and adds its result and speedup_vs_torch.",
         {
             {"seq", nullptr, "256", "Sequence length"},

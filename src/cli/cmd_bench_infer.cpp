@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "cli/machine_json.h"
 #include "cli/train_flags.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -149,8 +150,7 @@ static int run_bench_infer(Args& a) {
 
   json j;
   j["bench"] = "infer";
-  std::string cpu = cpu_model_name();
-  j["machine"] = {{"cpu", cpu.empty() ? "unknown" : cpu}, {"cores", hardware_threads()}, {"kernels", ternary_backend()}};
+  j["machine"] = machine_json();
   j["threads"] = omp_get_max_threads();
   json cj = json::parse(model_config_to_json(cfg), nullptr, false);
   j["config"] = cj.is_discarded() ? json(nullptr) : cj;

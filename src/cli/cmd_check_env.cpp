@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "cli/cli.h"
+#include "kernels/cpu/kernels.h"
 
 namespace bk {
 
@@ -39,6 +40,10 @@ static int run_check_env(Args& a) {
   ArtifactPaths p = artifact_paths(c);
   printf("artifacts: root=%s data=%s checkpoints=%s reports=%s logs=%s\n", p.root.c_str(), p.data.c_str(),
          p.checkpoints.c_str(), p.reports.c_str(), p.logs.c_str());
+  const KernelInfo& k = kernels_info();
+  printf("machine: %s; vector unit %s%s%s; matmuls: %s kernels (%s); ternary kernels: %s\n",
+         k.cpu.empty() ? "unknown CPU" : k.cpu.c_str(), k.vector_isa.c_str(), k.avx512_vnni ? " +VNNI" : "",
+         k.avx512_bf16 ? " +BF16" : "", k.blas_family.c_str(), k.blas_family_source.c_str(), k.ternary.c_str());
   const char* group = "";
   for (const ConfigVar& v : config_vars()) {
     std::string val = config_str(c, v.name);

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cli/cli.h"
+#include "cli/machine_json.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/timing.h"
@@ -237,8 +238,7 @@ static int run_bench_collect(Args& a) {
 
   nlohmann::ordered_json out;
   out["bench"] = "collect";
-  out["cpu"] = cpu_model_name();
-  out["hardware_threads"] = hardware_threads();
+  out["machine"] = machine_json();
   out["tokenizer"] = tok_path;
 
   // 1. Client overhead: a canned completion from an in-process server.

@@ -147,7 +147,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     double ok = have_baseline ? num(baseline, {"metrics", "ok_prompts"}) : NAN;
     double tot = have_baseline ? num(baseline, {"metrics", "total_prompts"}) : NAN;
     bool locked = have_baseline && baseline.contains("prompts_hash") && baseline["prompts_hash"].is_string();
-    cl.push_back({"teacher baseline locked", status_of(have_baseline, locked && ok > 0),
+    cl.push_back({"teacher baseline locked, every prompt answered", status_of(have_baseline, locked && tot > 0 && ok == tot),
                   have_baseline ? fmt(ok, "%.0f") + "/" + fmt(tot, "%.0f") + " prompts answered; prompts hash " +
                                       (locked ? baseline["prompts_hash"].get<std::string>().substr(0, 12) : "missing")
                                 : "no reports/teacher_baseline.json"});
@@ -163,16 +163,17 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     double valid = have_collect ? num(collect, {"steps", "valid"}) : NAN;
     double total = have_collect ? num(collect, {"steps", "total"}) : NAN;
     double failed = have_collect ? num(collect, {"prompts", "failed"}) : NAN;
-    cl.push_back({"KD traces collected", status_of(have_collect, valid > 0),
-                  fmt(valid, "%.0f") + " valid of " + fmt(total, "%.0f") + " steps; " + fmt(failed, "%.0f") +
-                      " prompts failed"});
+    cl.push_back({"KD traces collected, >= 95% of steps valid", status_of(have_collect, total > 0 && valid >= 0.95 * total),
+                  fmt(valid, "%.0f") + " valid of " + fmt(total, "%.0f") + " steps (" + pct(valid / total) + "); " +
+                      fmt(failed, "%.0f") + " prompts failed"});
   }
   {
-    double loss = num(tr, {"last_loss"});
+    double loss = num(tr, {"last_loss"}), first = num(tr, {"first_loss"});
     double guards = num(tr, {"nan_guards"});
-    cl.push_back({"student trained (finite loss)", status_of(stage_ok("train") && tr.contains("last_loss"), std::isfinite(loss)),
-                  "final loss " + fmt(loss, "%.4g") + ", KL " + fmt(num(tr, {"last_kl"}), "%.4g") + ", NaN guards " +
-                      fmt(guards, "%.0f")});
+    cl.push_back({"student trained: the loss fell", status_of(stage_ok("train") && tr.contains("last_loss"),
+                                                              std::isfinite(loss) && std::isfinite(first) && loss < first),
+                  "loss " + fmt(first, "%.4g") + " -> " + fmt(loss, "%.4g") + ", KL " + fmt(num(tr, {"last_kl"}), "%.4g") +
+                      ", NaN guards " + fmt(guards, "%.0f")});
     bool flip = tr.contains("flip_done") && tr["flip_done"].is_boolean() && tr["flip_done"].get<bool>();
     cl.push_back({"A8 -> A4 flip done", status_of(tr.contains("flip_done"), flip),
                   flip ? "at step " + fmt(num(tr, {"flip_step"}), "%.0f") + " (" + fmt(num(tr, {"flip_tokens"}), "%.0f") +

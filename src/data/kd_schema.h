@@ -1,5 +1,5 @@
 #pragma once
-// The KD trace tables (DESIGN.md §5): one row per teacher step in
+// The KD trace tables (docs/data_schema.md): one row per teacher step in
 // data/kd_shard_NNN.parquet, one row per prompt in data/kd_prompts_NNN.parquet.
 // The PoC's step columns come first with its names and types; bitkd's follow.
 // Writers stream rows (row groups by row count); readers check the schema

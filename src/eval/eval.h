@@ -154,7 +154,7 @@ struct KdAgreement {
 // every position that has a teacher top-K.
 Status kd_agreement_run(const InferWeights* w, const Tokenizer& tok, const KdAgreementOptions& opt, KdAgreement* out);
 
-// KL(q || p) over K'+1 buckets at temperature 1 (DESIGN.md §4): q from the
+// KL(q || p) over K'+1 buckets at temperature 1 (docs/evaluation.md): q from the
 // teacher's top-K logprobs and other_logprob (renormalised), p the student's
 // softmax mass on the same ids and on everything else. Slots with id < 0 are
 // ignored, duplicate ids merged by log-sum-exp; teacher logs are floored at

@@ -21,7 +21,7 @@ static const std::vector<ConfigVar> k_vars = {
     {"CHECKPOINTS_DIR", "", "paths", "Checkpoints (default <root>/checkpoints)"},
     {"REPORTS_DIR", "", "paths", "Reports (default <root>/reports)"},
     {"LOGS_DIR", "", "paths", "Logs (default <root>/logs)"},
-    {"STORAGE_BACKEND", "local", "paths", "Only local files are supported (the PoC's gdrive is a mounted local path)"},
+    {"STORAGE_BACKEND", "local", "paths", "local, or gdrive (the PoC's: a mounted folder, read as local files); others are refused"},
     {"LOG_LEVEL", "INFO", "run", "DEBUG, INFO, WARNING or ERROR"},
     {"SEED", "1234", "run", "Seed for every random choice (init, data order, sampling)"},
     {"DETERMINISTIC", "0", "run", "1: single-threaded reductions so reruns are bitwise identical"},
@@ -90,7 +90,7 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_FLUSH_PROMPTS", "64", "collect", "Commit shards after this many new prompts (a crash loses at most these)"},
     {"KD_FLUSH_SECONDS", "30", "collect", "... or after this many seconds, whichever comes first"},
     {"TEMPLATE", "<|user|>\\n{prompt}\\n\\n<|assistant|>\\n", "collect", "Chat template ({prompt} is replaced; \\n escapes)"},
-    {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: the embedded one)"},
+    {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: <artifacts>/tokenizer/tokenizer.model, which the pipeline trains)"},
     {"TEACHER_TOKENIZER", "", "collect", "Teacher SentencePiece tokenizer.model for a local teacher"},
     {"TOKENIZER_VOCAB_SIZE", "2048", "collect", "Vocabulary size for `bitkd tokenizer train`"},
     {"TOKENIZER_MODEL_TYPE", "bpe", "collect", "bpe (like Llama) or unigram, for `bitkd tokenizer train`"},
@@ -130,7 +130,7 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_TAU2_SCALE", "0", "train", "1: multiply the KD term by tau^2 (Hinton)"},
     {"KD_PLAIN_CE_WEIGHT", "1.0", "train", "CE weight at response tokens without a KD target (tokenizers disagree)"},
     {"KD_SHUFFLE_BUFFER", "1024", "train", "Examples in the loader's shuffle buffer (<= 1: file order)"},
-    {"KD_PACK", "0", "train", "1: pack several examples per sequence (segment ids keep them apart)"},
+    {"KD_PACK", "0", "train", "0 only for now: one example per sequence, padded (1, packing several, is refused)"},
     {"KD_SKIP_BAD_ROWS", "1", "train", "Skip and count bad KD rows and prompts (0: stop at the first)"},
     {"KD_ALLOW_TOKENIZER_MISMATCH", "0", "train", "1: train on shards projected for another tokenizer"},
     {"TORCH_DTYPE", "bf16", "train", "Accepted for compatibility; bitkd keeps fp32 master weights"},
@@ -265,6 +265,13 @@ void config_set(Config* c, const std::string& name, const std::string& value, Co
   c->sources[name] = src;
 }
 
+static std::string where(const Config& c, const std::string& name) {
+  auto it = c.sources.find(name);
+  ConfigSource s = it == c.sources.end() ? SRC_DEFAULT : it->second;
+  if (s == SRC_DOTENV) return "from " + c.dotenv_path;
+  return std::string("from ") + config_source_name(s);
+}
+
 Status config_load(Config* c, const std::string& dotenv_path, const std::map<std::string, std::string>& flag_values) {
   c->values.clear();
   c->sources.clear();
@@ -287,6 +294,12 @@ Status config_load(Config* c, const std::string& dotenv_path, const std::map<std
       config_set(c, name, std::string(eq + 1), SRC_ENV);
   }
   for (auto& it : flag_values) config_set(c, it.first, it.second, SRC_FLAG);
+  // Settings that would otherwise be accepted and silently ignored.
+  const std::string storage = config_str(*c, "STORAGE_BACKEND", "local");
+  if (storage != "local" && storage != "gdrive")
+    return errorf("STORAGE_BACKEND=%s (%s) is not supported: bitkd reads and writes local paths only (a Google "
+                  "Drive or other mount works as a folder); set STORAGE_BACKEND=local",
+                  storage.c_str(), where(*c, "STORAGE_BACKEND").c_str());
   return ok_status();
 }
 
@@ -301,12 +314,6 @@ std::string config_str(const Config& c, const std::string& name, const std::stri
   return it->second;
 }
 
-static std::string where(const Config& c, const std::string& name) {
-  auto it = c.sources.find(name);
-  ConfigSource s = it == c.sources.end() ? SRC_DEFAULT : it->second;
-  if (s == SRC_DOTENV) return "from " + c.dotenv_path;
-  return std::string("from ") + config_source_name(s);
-}
 
 Status config_int(const Config& c, const std::string& name, long long* out) {
   std::string v = config_str(c, name);

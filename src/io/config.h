@@ -1,5 +1,5 @@
 #pragma once
-// Configuration: flags > environment > .env > defaults (DESIGN.md §6).
+// Configuration: flags > environment > .env > defaults (README, "Configuration").
 // Every variable bitkd reads is registered in one table (config.cpp) with its
 // default and help text; `bitkd check-env` and the README are generated from it.
 #include <map>
@@ -51,7 +51,7 @@ Status config_int(const Config& c, const std::string& name, long long* out);
 Status config_double(const Config& c, const std::string& name, double* out);
 Status config_bool(const Config& c, const std::string& name, bool* out);  // 1/0 true/false yes/no on/off
 
-// The artifact root and its sub-directories (DESIGN.md §5). ARTIFACTS_DIR wins,
+// The artifact root and its sub-directories (README, "Artifacts"). ARTIFACTS_DIR wins,
 // then DRIVE_ROOT (the PoC's), then ./artifacts; *_DIR variables override each.
 struct ArtifactPaths {
   std::string root, data, checkpoints, reports, logs;

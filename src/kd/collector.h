@@ -1,5 +1,5 @@
 #pragma once
-// KD trace collection (`bitkd collect`, DESIGN.md §4-5): prompts -> teacher
+// KD trace collection (`bitkd collect`, docs/data_schema.md): prompts -> teacher
 // completions with top-K logprobs -> projection onto the student tokenizer ->
 // KD shards (data/kd_shard_T.parquet, one row per teacher step) and prompt
 // tables (data/kd_prompts_T.parquet, one row per prompt), T = "NNN", or

@@ -1,6 +1,6 @@
 #pragma once
 // Projection of a teacher step's top-K candidates onto the student vocabulary
-// (DESIGN.md §4).
+// (docs/data_schema.md, "Projection and validity").
 //
 // Rule per candidate (the first-subtoken rule): the candidate's text (its raw
 // bytes when the provider gives them) is encoded with the student tokenizer as

@@ -1,5 +1,5 @@
 #pragma once
-// Teacher providers (DESIGN.md §4, §6). One libcurl client speaks:
+// Teacher providers (docs/providers.md). One libcurl client speaks:
 //   - OpenAI Chat Completions and legacy Completions, with logprobs and
 //     top_logprobs (openai, deepseek, openrouter, aimlapi, vllm, llamacpp,
 //     bitkd serve, groq, or any OpenAI-compatible base URL: "custom");
@@ -56,7 +56,7 @@ struct ProviderSettings {
   double retry_after_max_s = 300;  // longest Retry-After honoured
 };
 
-// Provider, model, base URL and key from the configuration (DESIGN.md §6):
+// Provider, model, base URL and key from the configuration (docs/providers.md):
 // provider = TEACHER_PROVIDER, else PROVIDER, else "bitkd" (the embedded local
 // teacher behind `bitkd serve`); model = TEACHER_MODEL else <P>_MODEL; base
 // URL = TEACHER_BASE_URL else <P>_BASE_URL; key = TEACHER_API_KEY else

@@ -11,31 +11,40 @@
 
 namespace bk {
 
-// What one decoder layer saves for its backward pass.
+// What one decoder layer saves for its backward pass. The inputs of the
+// BitLinear projections (xq_*) hold integer activation codes stored as floats
+// when the projection quantizes its input, with the dequant step per row in
+// xs_* (x ~= code * step); without activation quantization they hold the
+// plain values and xs_* is 1 (kernels.h, "quantizers").
 struct LayerActs {
   float* attn_rstd;      // [N]     1/rms of the layer input (attn_norm)
-  float* xq_attn;        // [N, D]  attn_norm output, act-quantized: input of q/k/v
+  float* xq_attn;        // [N, D]  attn_norm output (codes): input of q/k/v
+  float* xs_attn;        // [N]
   float* q;              // [N, Q]  after RoPE
   float* k;              // [N, K]  after RoPE
   float* v;              // [N, K]
   float* att;            // [B, H, T, T] softmax probabilities
   float* attn_out;       // [N, Q]  attention output (subln input, or o_proj input when no subln)
   float* sub_attn_rstd;  // [N]     (subln)
-  float* xq_o;           // [N, Q]  o_proj input after subln + act quant
+  float* xq_o;           // [N, Q]  o_proj input after subln (codes)
+  float* xs_o;           // [N]
   float* ffn_rstd;       // [N]     1/rms of h (ffn_norm)
-  float* xq_ffn;         // [N, D]  ffn_norm output, act-quantized: input of gate/up
+  float* xq_ffn;         // [N, D]  ffn_norm output (codes): input of gate/up
+  float* xs_ffn;         // [N]
   float* gate;           // [N, F]  gate_proj output (swiglu)
   float* up;             // [N, F]  up_proj output
   float* act;            // [N, F]  silu(gate)*up or relu(up)^2 (subln input, or down input)
   float* sub_ffn_rstd;   // [N]     (subln)
-  float* xq_down;        // [N, F]  down_proj input after subln + act quant
+  float* xq_down;        // [N, F]  down_proj input after subln (codes)
+  float* xs_down;        // [N]
 };
 
-// Ternary-quantized copies of the BitLinear weights, refreshed at every forward
-// and reused by the backward (dX = dY Wq). Same shapes as LayerWeights.
+// Ternary codes (-1, 0, 1 as floats) of the BitLinear weights and their
+// gammas, refreshed at every forward and reused by the backward. Same shapes
+// as LayerWeights.
 struct LayerQWeights {
   float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
-  float g_q, g_k, g_v, g_o, g_gate, g_up, g_down;  // gammas, for diagnostics
+  float g_q, g_k, g_v, g_o, g_gate, g_up, g_down;
 };
 
 struct Activations {
@@ -60,6 +69,7 @@ struct Activations {
   float* logits;           // [N, V]  (dlogits after the loss)
   float* rope_cos;         // [max_seq, head_dim/2]
   float* rope_sin;
+  float* proj;             // [N, D]  forward scratch: o_proj / down_proj output before the residual add
 
   // backward scratch
   float* d_res;     // [N, D]
@@ -71,6 +81,7 @@ struct Activations {
   float* d_q;       // [N, Q]
   float* d_k;       // [N, K]
   float* d_v;       // [N, K]
+  float* d_scaled;  // [N, max(D, Q, F)] a projection's dy rows times its input's step
 
   // quantized weights (ternary only)
   std::vector<float> qmem;
@@ -84,18 +95,19 @@ struct Activations {
 // 8-bit on the o_proj and down_proj inputs (a4_scope all: 4-bit there too).
 void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down);
 
-// The weights the projections of layer l actually multiply by in the last
-// forward: the ternary copies, or the latent weights in float mode.
+// What the projections of layer l multiply by in the last forward: the
+// ternary codes and gammas, or the latent weights (gamma 1) in float mode.
 struct ProjWeights {
   const float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+  float g_q, g_k, g_v, g_o, g_gate, g_up, g_down;
 };
 inline ProjWeights layer_proj_weights(const Model* m, const Activations* a, int l) {
   if (a->fwd_ternary) {
     const LayerQWeights& q = a->qw[l];
-    return {q.wq, q.wk, q.wv, q.wo, q.w_gate, q.w_up, q.w_down};
+    return {q.wq, q.wk, q.wv, q.wo, q.w_gate, q.w_up, q.w_down, q.g_q, q.g_k, q.g_v, q.g_o, q.g_gate, q.g_up, q.g_down};
   }
   const LayerWeights& w = m->w.layers[l];
-  return {w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down};
+  return {w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down, 1, 1, 1, 1, 1, 1, 1};
 }
 // Inputs of o_proj / down_proj: their own buffer when subln or activation
 // quantization transforms them, else the attention output / FFN activation itself.

@@ -1,7 +1,8 @@
 // Training backward pass: the forward's ops in reverse (see forward.cpp),
 // accumulating parameter gradients into m->grads. BitLinear uses the
-// straight-through estimator: dX = dY Wq (the cached ternary weights) and
-// dW = dY^T Xq (the quantized input), quantizers pass gradients unchanged.
+// straight-through estimator: dX = dY Wq (the cached ternary codes times
+// gamma) and dW = dY^T Xq (the input's codes times its step), quantizers pass
+// gradients unchanged.
 #include <cstring>
 
 #include "core/timing.h"
@@ -12,12 +13,31 @@ namespace bk {
 
 namespace {
 
-// One BitLinear y[N,out] = x[N,in] W^T:  dW += dy^T x;  dx (+)= dy W.
+// The LM head y[N,out] = x[N,in] W^T:  dW += dy^T x;  dx (+)= dy W.
 void linear_backward(Activations* a, float* dx, float* dw, const float* dy, const float* x, const float* w, int n,
                      int in, int out, bool accumulate_dx) {
   double t0 = now_seconds();
   matmul_backward_dw(dw, dy, x, n, in, out);
   matmul_backward_dx(dx, dy, w, n, in, out, accumulate_dx);
+  a->timings.matmul_s += now_seconds() - t0;
+  a->timings.flops_backward += 4.0 * n * in * out;
+}
+
+// One BitLinear y[N,out] = (xc[N,in] wc[out,in]^T) * (gamma * step[n]), under
+// the STE (the quantized values Xq = xc * step and Wq = gamma * wc stand in for
+// the latent ones):
+//   dW += dy^T Xq = (dy * step)^T xc;      dx (+)= dy Wq = gamma * (dy wc)
+// When the layer does not quantize (scaled false) this is the plain linear.
+void bitlinear_backward(Activations* a, float* dx, float* dw, const float* dy, const float* xc, const float* step,
+                        const float* wc, float gamma, bool scaled, int n, int in, int out, bool accumulate_dx) {
+  if (!scaled) return linear_backward(a, dx, dw, dy, xc, wc, n, in, out, accumulate_dx);
+  double t0 = now_seconds();
+  float* dys = a->d_scaled;  // [n, out]
+#pragma omp parallel for schedule(static) if ((size_t)n * out > 32768)
+  for (int i = 0; i < n; i++)
+    for (int o = 0; o < out; o++) dys[(size_t)i * out + o] = dy[(size_t)i * out + o] * step[i];
+  matmul_backward_dw(dw, dys, xc, n, in, out);
+  gemm(false, false, n, in, out, gamma, dy, out, wc, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
   a->timings.matmul_s += now_seconds() - t0;
   a->timings.flops_backward += 4.0 * n * in * out;
 }
@@ -34,6 +54,7 @@ Status model_backward(Model* m, Activations* a) {
   const int D = c.dim, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.ffn_dim, V = c.vocab_size;
   const int Q = H * hd, K = KV * hd, L = c.n_layers;
   const bool swiglu = c.ffn_act == FFN_SWIGLU;
+  const bool tern = a->fwd_ternary;
   a->timings.flops_backward = 0.0;
 
   // ---- LM head: logits[N,V] = final_out[N,D] W_out^T; the loss left dlogits in place.
@@ -53,7 +74,8 @@ Status model_backward(Model* m, Activations* a) {
 
     // ---- feed-forward: out = h + down_in Wdown^T; d_res holds dL/dout ----
     // d_xq [N,F] = dL/d(down_in)
-    linear_backward(a, a->d_xq, g.w_down, a->d_res, down_proj_input(a, l), pw.w_down, N, F, D, false);
+    bitlinear_backward(a, a->d_xq, g.w_down, a->d_res, down_proj_input(a, l), la.xs_down, pw.w_down, pw.g_down,
+                       tern || a->fwd_bits_down, N, F, D, false);
     // through subln (quantization is identity under STE): d_act [N,F]
     float* d_act = a->d_xq;
     if (c.subln) {
@@ -61,19 +83,22 @@ Status model_backward(Model* m, Activations* a) {
       d_act = a->d_pre;
     }
     // d_xd [N,D] = dL/d(xq_ffn)
+    const bool sc_gu = tern || a->fwd_bits_gateup;
     if (swiglu) {
       swiglu_backward(a->d_gate, a->d_up, d_act, la.gate, la.up, (size_t)N * F);
-      linear_backward(a, a->d_xd, g.w_gate, a->d_gate, la.xq_ffn, pw.w_gate, N, D, F, false);
-      linear_backward(a, a->d_xd, g.w_up, a->d_up, la.xq_ffn, pw.w_up, N, D, F, true);
+      bitlinear_backward(a, a->d_xd, g.w_gate, a->d_gate, la.xq_ffn, la.xs_ffn, pw.w_gate, pw.g_gate, sc_gu, N, D, F,
+                         false);
+      bitlinear_backward(a, a->d_xd, g.w_up, a->d_up, la.xq_ffn, la.xs_ffn, pw.w_up, pw.g_up, sc_gu, N, D, F, true);
     } else {
       relu2_backward(a->d_up, d_act, la.up, (size_t)N * F);
-      linear_backward(a, a->d_xd, g.w_up, a->d_up, la.xq_ffn, pw.w_up, N, D, F, false);
+      bitlinear_backward(a, a->d_xd, g.w_up, a->d_up, la.xq_ffn, la.xs_ffn, pw.w_up, pw.g_up, sc_gu, N, D, F, false);
     }
     // ffn_norm: d_res += dL/dh through the norm (the residual path already carries dL/dout)
     rmsnorm_backward(a->d_res, g.ffn_norm, a->d_xd, h, w.ffn_norm, la.ffn_rstd, N, D, true);
 
     // ---- attention: h = x + o_in Wo^T; d_res holds dL/dh ----
-    linear_backward(a, a->d_xq, g.wo, a->d_res, o_proj_input(a, l), pw.wo, N, Q, D, false);
+    bitlinear_backward(a, a->d_xq, g.wo, a->d_res, o_proj_input(a, l), la.xs_o, pw.wo, pw.g_o, tern || a->fwd_bits_o,
+                       N, Q, D, false);
     float* d_attn = a->d_xq;  // [N,Q]
     if (c.subln) {
       rmsnorm_backward(a->d_pre, g.attn_sub_norm, a->d_xq, la.attn_out, w.attn_sub_norm, la.sub_attn_rstd, N, Q,
@@ -90,9 +115,10 @@ Status model_backward(Model* m, Activations* a) {
     rope_backward(a->d_q, a->rope_cos, a->rope_sin, B, T, H, hd, Q);
     rope_backward(a->d_k, a->rope_cos, a->rope_sin, B, T, KV, hd, K);
     // d_xd [N,D] = dL/d(xq_attn)
-    linear_backward(a, a->d_xd, g.wq, a->d_q, la.xq_attn, pw.wq, N, D, Q, false);
-    linear_backward(a, a->d_xd, g.wk, a->d_k, la.xq_attn, pw.wk, N, D, K, true);
-    linear_backward(a, a->d_xd, g.wv, a->d_v, la.xq_attn, pw.wv, N, D, K, true);
+    const bool sc_qkv = tern || a->fwd_bits_qkv;
+    bitlinear_backward(a, a->d_xd, g.wq, a->d_q, la.xq_attn, la.xs_attn, pw.wq, pw.g_q, sc_qkv, N, D, Q, false);
+    bitlinear_backward(a, a->d_xd, g.wk, a->d_k, la.xq_attn, la.xs_attn, pw.wk, pw.g_k, sc_qkv, N, D, K, true);
+    bitlinear_backward(a, a->d_xd, g.wv, a->d_v, la.xq_attn, la.xs_attn, pw.wv, pw.g_v, sc_qkv, N, D, K, true);
     // attn_norm: d_res becomes dL/dx (residual path + norm path)
     rmsnorm_backward(a->d_res, g.attn_norm, a->d_xd, x, w.attn_norm, la.attn_rstd, N, D, true);
   }

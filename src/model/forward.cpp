@@ -1,4 +1,4 @@
-// Training forward pass (DESIGN.md §3), one op after another over the
+// Training forward pass (docs/architecture.md, "Model"), one op after another over the
 // activation arena. N = batch*seq tokens; D, Q, K, F as in activations.h.
 //
 //   x0 = embed(tokens)
@@ -7,8 +7,9 @@
 //               out = h + down( quant( subln_ffn( act(gate(u), up(u)) ) ) ),  u = quant( ffn_norm(h) )
 //   logits = lm_head( final_norm(x_L) )
 //
-// BitLinear: Wq = ternary(W) once per forward (cached for the backward), the
-// input is act-quantized per token; embedding, final norm and LM head stay fp32.
+// BitLinear: ternary codes of W once per forward (cached for the backward), the
+// input turned into activation codes per token, the code product scaled once
+// by gamma * step (kernels.h); embedding, final norm and LM head stay fp32.
 #include <cstring>
 
 #include "core/timing.h"
@@ -34,12 +35,30 @@ static bool same_shape(const ModelConfig& a, const ModelConfig& b) {
          a.ffn_act == b.ffn_act && a.subln == b.subln && a.rope_theta == b.rope_theta;
 }
 
-// y[N,out] = x[N,in] W^T, timed and counted.
+// y[N,out] = x[N,in] W^T, timed and counted (the LM head, and BitLinear's code sums).
 static void linear(Activations* a, float* y, const float* x, const float* w, int n, int in, int out) {
   double t0 = now_seconds();
   matmul_forward(y, x, w, n, in, out);
   a->timings.matmul_s += now_seconds() - t0;
   a->timings.flops_forward += 2.0 * n * in * out;
+}
+
+// BitLinear: y[N,out] = (xc[N,in] wc[out,in]^T) * (gamma * step[n]). The code
+// sums are exact, so the result does not depend on the BLAS kernel; without
+// quantization (scaled false) it is the plain product.
+static void bitlinear(Activations* a, float* y, const float* xc, const float* step, const float* wc, float gamma,
+                      bool scaled, int n, int in, int out) {
+  linear(a, y, xc, wc, n, in, out);
+  if (scaled) scale_rows(y, step, gamma, n, out);
+}
+
+// Without subln: the codes of x when quantizing; else x itself is the input
+// (o_proj_input / down_proj_input) and only the steps are set, to 1.
+static void act_codes_or_unit_steps(float* q, float* step, const float* x, int n, int c, int bits) {
+  if (bits)
+    quant_act_codes(q, step, x, n, c, bits);
+  else
+    for (int i = 0; i < n; i++) step[i] = 1.0f;
 }
 
 Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint8_t* key_mask, int B, int T) {
@@ -81,21 +100,22 @@ Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint
   const float eps = c.norm_eps;
   const bool swiglu = c.ffn_act == FFN_SWIGLU;
 
-  // Ternary weights, once per forward; the backward reuses them.
+  // Ternary codes and gammas, once per forward; the backward reuses them.
   if (a->fwd_ternary) {
     activations_ensure_qweights(a, *m);
     for (int l = 0; l < L; l++) {
       const LayerWeights& w = m->w.layers[l];
       LayerQWeights& q = a->qw[l];
-      q.g_q = quant_ternary(q.wq, w.wq, (size_t)Q * D);
-      q.g_k = quant_ternary(q.wk, w.wk, (size_t)K * D);
-      q.g_v = quant_ternary(q.wv, w.wv, (size_t)K * D);
-      q.g_o = quant_ternary(q.wo, w.wo, (size_t)D * Q);
-      if (swiglu) q.g_gate = quant_ternary(q.w_gate, w.w_gate, (size_t)F * D);
-      q.g_up = quant_ternary(q.w_up, w.w_up, (size_t)F * D);
-      q.g_down = quant_ternary(q.w_down, w.w_down, (size_t)D * F);
+      q.g_q = quant_ternary_codes_f32(q.wq, w.wq, (size_t)Q * D);
+      q.g_k = quant_ternary_codes_f32(q.wk, w.wk, (size_t)K * D);
+      q.g_v = quant_ternary_codes_f32(q.wv, w.wv, (size_t)K * D);
+      q.g_o = quant_ternary_codes_f32(q.wo, w.wo, (size_t)D * Q);
+      if (swiglu) q.g_gate = quant_ternary_codes_f32(q.w_gate, w.w_gate, (size_t)F * D);
+      q.g_up = quant_ternary_codes_f32(q.w_up, w.w_up, (size_t)F * D);
+      q.g_down = quant_ternary_codes_f32(q.w_down, w.w_down, (size_t)D * F);
     }
   }
+  const bool tern = a->fwd_ternary;
 
   // embedding: x0[n, :] = E[tokens[n], :]
   float* x0 = a->residual;
@@ -111,11 +131,12 @@ Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint
     float* out = a->residual + (size_t)(l + 1) * N * D;
 
     // ---- attention ----
-    // xq_attn [N,D] = quant(rmsnorm(x) * attn_norm)
-    rmsnorm_quant_forward(la.xq_attn, la.attn_rstd, x, w.attn_norm, N, D, eps, bits_qkv);
-    linear(a, la.q, la.xq_attn, pw.wq, N, D, Q);  // [N,Q]
-    linear(a, la.k, la.xq_attn, pw.wk, N, D, K);  // [N,K]
-    linear(a, la.v, la.xq_attn, pw.wv, N, D, K);  // [N,K]
+    // xq_attn [N,D] = codes(rmsnorm(x) * attn_norm), steps xs_attn
+    rmsnorm_quant_forward(la.xq_attn, la.xs_attn, la.attn_rstd, x, w.attn_norm, N, D, eps, bits_qkv);
+    const bool sc_qkv = tern || bits_qkv;
+    bitlinear(a, la.q, la.xq_attn, la.xs_attn, pw.wq, pw.g_q, sc_qkv, N, D, Q);  // [N,Q]
+    bitlinear(a, la.k, la.xq_attn, la.xs_attn, pw.wk, pw.g_k, sc_qkv, N, D, K);  // [N,K]
+    bitlinear(a, la.v, la.xq_attn, la.xs_attn, pw.wv, pw.g_v, sc_qkv, N, D, K);  // [N,K]
     rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd, Q);
     rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, KV, hd, K);
     {
@@ -124,44 +145,35 @@ Status model_forward(Model* m, Activations* a, const int32_t* tokens, const uint
       a->timings.matmul_s += now_seconds() - t0;
       a->timings.flops_forward += attention_flops_forward(B, T, H, hd);
     }
-    // o_proj input [N,Q]: subln then quant (o_in aliases attn_out when neither applies)
+    // o_proj input [N,Q]: subln then codes (o_in aliases attn_out when neither applies)
     const float* o_in = o_proj_input(a, l);
     if (c.subln)
-      rmsnorm_quant_forward(la.xq_o, la.sub_attn_rstd, la.attn_out, w.attn_sub_norm, N, Q, eps, bits_o);
-    else if (bits_o)
-      quant_act(la.xq_o, la.attn_out, N, Q, bits_o);
+      rmsnorm_quant_forward(la.xq_o, la.xs_o, la.sub_attn_rstd, la.attn_out, w.attn_sub_norm, N, Q, eps, bits_o);
+    else
+      act_codes_or_unit_steps(la.xq_o, la.xs_o, la.attn_out, N, Q, bits_o);
     // h = x + o_in Wo^T
-    memcpy(h, x, sizeof(float) * (size_t)N * D);
-    {
-      double t0 = now_seconds();
-      gemm(false, true, N, D, Q, 1.0f, o_in, Q, pw.wo, Q, 1.0f, h, D);
-      a->timings.matmul_s += now_seconds() - t0;
-      a->timings.flops_forward += 2.0 * N * Q * D;
-    }
+    bitlinear(a, a->proj, o_in, la.xs_o, pw.wo, pw.g_o, tern || bits_o, N, Q, D);
+    add_vectors(h, x, a->proj, (size_t)N * D);
 
     // ---- feed-forward ----
-    // xq_ffn [N,D] = quant(rmsnorm(h) * ffn_norm)
-    rmsnorm_quant_forward(la.xq_ffn, la.ffn_rstd, h, w.ffn_norm, N, D, eps, bits_gu);
-    linear(a, la.up, la.xq_ffn, pw.w_up, N, D, F);  // [N,F]
+    // xq_ffn [N,D] = codes(rmsnorm(h) * ffn_norm)
+    rmsnorm_quant_forward(la.xq_ffn, la.xs_ffn, la.ffn_rstd, h, w.ffn_norm, N, D, eps, bits_gu);
+    const bool sc_gu = tern || bits_gu;
+    bitlinear(a, la.up, la.xq_ffn, la.xs_ffn, pw.w_up, pw.g_up, sc_gu, N, D, F);  // [N,F]
     if (swiglu) {
-      linear(a, la.gate, la.xq_ffn, pw.w_gate, N, D, F);  // [N,F]
+      bitlinear(a, la.gate, la.xq_ffn, la.xs_ffn, pw.w_gate, pw.g_gate, sc_gu, N, D, F);  // [N,F]
       swiglu_forward(la.act, la.gate, la.up, (size_t)N * F);
     } else {
       relu2_forward(la.act, la.up, (size_t)N * F);
     }
     const float* d_in = down_proj_input(a, l);
     if (c.subln)
-      rmsnorm_quant_forward(la.xq_down, la.sub_ffn_rstd, la.act, w.ffn_sub_norm, N, F, eps, bits_down);
-    else if (bits_down)
-      quant_act(la.xq_down, la.act, N, F, bits_down);
+      rmsnorm_quant_forward(la.xq_down, la.xs_down, la.sub_ffn_rstd, la.act, w.ffn_sub_norm, N, F, eps, bits_down);
+    else
+      act_codes_or_unit_steps(la.xq_down, la.xs_down, la.act, N, F, bits_down);
     // out = h + d_in Wdown^T
-    memcpy(out, h, sizeof(float) * (size_t)N * D);
-    {
-      double t0 = now_seconds();
-      gemm(false, true, N, D, F, 1.0f, d_in, F, pw.w_down, F, 1.0f, out, D);
-      a->timings.matmul_s += now_seconds() - t0;
-      a->timings.flops_forward += 2.0 * N * F * D;
-    }
+    bitlinear(a, a->proj, d_in, la.xs_down, pw.w_down, pw.g_down, tern || bits_down, N, F, D);
+    add_vectors(out, h, a->proj, (size_t)N * D);
   }
 
   // final norm and LM head (full precision)

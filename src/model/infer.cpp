@@ -44,7 +44,8 @@ struct InferSession {
   std::vector<float> scores;        // [threads, max_ctx]
   std::vector<float> logits;        // [vocab]
   bool have_logits = false;
-  ActQuant aq;                      // packed backend: quantized projection input
+  ActQuant aq;                      // activation codes of the current projection input
+  std::vector<float> xc;            // float backend: the same codes as floats [n, in]
 };
 
 // ---------------------------------------------------------------------------
@@ -112,7 +113,7 @@ Status infer_weights_create(const Model* m, InferBackend backend, InferWeights**
       for (auto& e : lin) {
         if (!e.src) continue;
         float* dst = w->f32.data() + (e.src - base);
-        if (c.weight_quant == WQ_TERNARY) quant_ternary(dst, dst, (size_t)e.rows * e.cols);
+        e.dst->gamma = c.weight_quant == WQ_TERNARY ? quant_ternary_codes_f32(dst, dst, (size_t)e.rows * e.cols) : 1.0f;
         e.dst->f = dst;
         e.dst->out = e.rows;
         e.dst->in = e.cols;
@@ -205,45 +206,36 @@ static void linear_f32(float* y, const float* x, const InferLinear& l, int n) {
     matmul_forward(y, x, l.f, n, l.in, l.out);
 }
 
-// Quantizes x [n, in] to the integer codes the training fake-quant uses
-// (kernels.h quant_*_codes: same scales, same rounding), in the layout the
-// packed kernels read: row stride >= cols_pad, zeros past `in`.
-static void quantize_for_packed(ActQuant* a, const float* x, int n, int in, int stride, int bits) {
-  a->tokens = n;
-  a->cols = in;
-  a->stride = stride;
-  a->bits = bits;
-  if (a->q.size() < (size_t)n * stride) a->q.resize((size_t)n * stride);
-  if (a->scale.size() < (size_t)n) a->scale.resize(n), a->sum.resize(n);
-#pragma omp parallel for schedule(static) if (n > 4)
-  for (int t = 0; t < n; t++) {
-    int8_t* q = a->q.data() + (size_t)t * stride;
-    const float* xt = x + (size_t)t * in;
-    a->scale[t] = bits == 8 ? quant_int8_codes(q, xt, in, nullptr) : quant_int4_codes(q, xt, in);
-    memset(q + in, 0, (size_t)(stride - in));
-    int32_t s = 0;
-    for (int i = 0; i < in; i++) s += q[i];
-    a->sum[t] = s;
+// BitLinear y [n, out] for input x [n, in], the training forward's math:
+// the input's activation codes (the packed kernels' own quantizer) times the
+// weight codes, scaled by gamma * step. The packed backend sums in int32; the
+// float backend sums the same codes in fp32, exactly, so both give the same
+// bits. Several projections that share one input call this with quantize =
+// false after the first. Without activation quantization (bits 0) the float
+// backend multiplies x itself.
+static Status project(InferSession* s, float* y, const float* x, const InferLinear& l, int n, int bits, bool quantize) {
+  const bool packed = s->w->backend == INFER_PACKED;
+  if (bits && quantize) {
+    BK_TRY(quantize_acts(x, n, l.in, packed ? l.p.cols_pad : l.in, bits, &s->aq));
+    if (!packed) {
+      float* xc = s->xc.data();
+      for (size_t i = 0; i < (size_t)n * l.in; i++) xc[i] = (float)s->aq.q[i];
+    }
   }
-}
-
-// Applies the per-token activation quantizer (bits) and the projection.
-// Float backend: x is fake-quantized in place (the caller passes a scratch
-// copy). Packed backend: x is read, quantized to codes, and multiplied by the
-// packed weight with integer accumulation. Several projections that share one
-// input call this with quantize = false after the first.
-static Status project(InferSession* s, float* y, float* x, const InferLinear& l, int n, int bits, bool quantize) {
-  if (s->w->backend == INFER_FLOAT) {
-    if (quantize && bits) quant_act(x, x, n, l.in, bits);
+  if (packed) return ternary_matmul(l.p, s->aq, y);
+  if (!bits) {
     linear_f32(y, x, l, n);
+    if (l.gamma != 1.0f) vec_scale(y, (size_t)n * l.out, bitlinear_scale(l.gamma, 1.0f));
     return ok_status();
   }
-  if (quantize) quantize_for_packed(&s->aq, x, n, l.in, l.p.cols_pad, bits);
-  return ternary_matmul(l.p, s->aq, y);
+  linear_f32(y, s->xc.data(), l, n);
+  scale_rows(y, s->aq.scale.data(), l.gamma, n, l.out);
+  return ok_status();
 }
 
 // Causal attention of n new queries (absolute positions pos..pos+n-1) over
-// the cache rows 0..pos+n-1. q [n, H, d], out [n, H, d].
+// the cache rows 0..pos+n-1, through the training forward's own per-row
+// routine (kernels.h attention_row). q [n, H, d], out [n, H, d].
 static void attention_cached(InferSession* s, int layer, int n, float* out) {
   const ModelConfig& c = s->w->cfg;
   const int H = c.n_heads, KV = c.n_kv_heads, d = c.head_dim, group = H / KV;
@@ -261,26 +253,8 @@ static void attention_cached(InferSession* s, int layer, int n, float* out) {
     const int npos = pos0 + i + 1;  // keys visible to this query
     float* sc = s->scores.data() + (size_t)omp_get_thread_num() * s->max_ctx;
     const float* qv = s->q.data() + (size_t)i * qd + (size_t)h * d;
-    float mx = -INFINITY;
-    for (int j = 0; j < npos; j++) {
-      float v = dotf(qv, kc + (size_t)j * kvd + (size_t)kvh * d, d) * scale;
-      sc[j] = v;
-      mx = v > mx ? v : mx;
-    }
-    double sum = 0.0;
-    for (int j = 0; j < npos; j++) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    const float inv = (float)(1.0 / sum);
-    float* o = out + (size_t)i * qd + (size_t)h * d;
-    memset(o, 0, sizeof(float) * d);
-    for (int j = 0; j < npos; j++) {
-      const float p = sc[j] * inv;
-      const float* vv = vc + (size_t)j * kvd + (size_t)kvh * d;
-#pragma omp simd
-      for (int e = 0; e < d; e++) o[e] += p * vv[e];
-    }
+    attention_row(out + (size_t)i * qd + (size_t)h * d, sc, qv, kc + (size_t)kvh * d, vc + (size_t)kvh * d, kvd,
+                  nullptr, npos, d, scale);
   }
 }
 
@@ -312,6 +286,7 @@ Status infer_session_create(const InferWeights* w, int max_ctx, InferSession** o
   s->proj.resize((size_t)kChunk * D);
   s->hg.resize((size_t)kChunk * F);
   s->hu.resize((size_t)kChunk * F);
+  if (w->backend == INFER_FLOAT) s->xc.resize((size_t)kChunk * wide);
   s->rstd.resize(kChunk);
   s->scores.resize((size_t)std::max(1, omp_get_max_threads()) * max_ctx);
   s->logits.assign(c.vocab_size, 0.0f);
@@ -372,7 +347,6 @@ static Status forward_chunk(InferSession* s, const int32_t* tokens, int n, bool 
   const ModelConfig& c = w->cfg;
   const int D = c.dim, H = c.n_heads, KV = c.n_kv_heads, d = c.head_dim;
   const int Q = H * d, K = KV * d, F = c.ffn_dim, half = d / 2;
-  const bool packed = w->backend == INFER_PACKED;
   const float eps = c.norm_eps;
   float* x = s->x.data();
   float* xn = s->xn.data();
@@ -384,9 +358,8 @@ static Status forward_chunk(InferSession* s, const int32_t* tokens, int n, bool 
     float* vdst = s->vc.data() + ((size_t)l * s->max_ctx + s->pos) * K;
 
     // ---- attention: q, k, v from attn_norm(x) ([n, D] -> [n, Q], [n, K])
-    // Float: the fused norm + fake-quant writes xn; packed: plain norm, then codes.
-    rmsnorm_quant_forward(xn, s->rstd.data(), x, L.attn_norm, n, D, eps, packed ? 0 : w->bits_qkv);
-    BK_TRY(project(s, s->q.data(), xn, L.wq, n, w->bits_qkv, packed));
+    rmsnorm_forward(xn, s->rstd.data(), x, L.attn_norm, n, D, eps);
+    BK_TRY(project(s, s->q.data(), xn, L.wq, n, w->bits_qkv, true));
     BK_TRY(project(s, kdst, xn, L.wk, n, w->bits_qkv, false));
     BK_TRY(project(s, vdst, xn, L.wv, n, w->bits_qkv, false));
     rope_forward(s->q.data(), s->rcos.data() + (size_t)s->pos * half, s->rsin.data() + (size_t)s->pos * half, 1, n, H,
@@ -394,35 +367,27 @@ static Status forward_chunk(InferSession* s, const int32_t* tokens, int n, bool 
     rope_forward(kdst, s->rcos.data() + (size_t)s->pos * half, s->rsin.data() + (size_t)s->pos * half, 1, n, KV, d,
                  K);
     attention_cached(s, l, n, s->att.data());
-    // o_proj input: subln(attn) (+ quant) [n, Q] -> [n, D]
-    if (L.attn_sub_norm) {
-      rmsnorm_quant_forward(xn, s->rstd.data(), s->att.data(), L.attn_sub_norm, n, Q, eps, packed ? 0 : w->bits_o);
-    } else {
-      memcpy(xn, s->att.data(), sizeof(float) * (size_t)n * Q);
-      if (!packed && w->bits_o) quant_act(xn, xn, n, Q, w->bits_o);
-    }
-    BK_TRY(project(s, s->proj.data(), xn, L.wo, n, w->bits_o, packed));
-    for (size_t i = 0; i < (size_t)n * D; i++) x[i] += s->proj[i];
+    // o_proj input: subln(attn) [n, Q] -> [n, D]
+    const float* o_in = s->att.data();
+    if (L.attn_sub_norm) rmsnorm_forward(xn, s->rstd.data(), s->att.data(), L.attn_sub_norm, n, Q, eps), o_in = xn;
+    BK_TRY(project(s, s->proj.data(), o_in, L.wo, n, w->bits_o, true));
+    add_vectors(x, x, s->proj.data(), (size_t)n * D);
 
     // ---- FFN: gate/up from ffn_norm(h) [n, D] -> [n, F] -> down [n, D]
-    rmsnorm_quant_forward(xn, s->rstd.data(), x, L.ffn_norm, n, D, eps, packed ? 0 : w->bits_gateup);
+    rmsnorm_forward(xn, s->rstd.data(), x, L.ffn_norm, n, D, eps);
     float* act = s->hg.data();
     if (c.ffn_act == FFN_SWIGLU) {
-      BK_TRY(project(s, s->hg.data(), xn, L.w_gate, n, w->bits_gateup, packed));
+      BK_TRY(project(s, s->hg.data(), xn, L.w_gate, n, w->bits_gateup, true));
       BK_TRY(project(s, s->hu.data(), xn, L.w_up, n, w->bits_gateup, false));
       swiglu_forward(act, s->hg.data(), s->hu.data(), (size_t)n * F);
     } else {
-      BK_TRY(project(s, s->hu.data(), xn, L.w_up, n, w->bits_gateup, packed));
+      BK_TRY(project(s, s->hu.data(), xn, L.w_up, n, w->bits_gateup, true));
       relu2_forward(act, s->hu.data(), (size_t)n * F);
     }
-    if (L.ffn_sub_norm) {
-      rmsnorm_quant_forward(xn, s->rstd.data(), act, L.ffn_sub_norm, n, F, eps, packed ? 0 : w->bits_down);
-    } else {
-      memcpy(xn, act, sizeof(float) * (size_t)n * F);
-      if (!packed && w->bits_down) quant_act(xn, xn, n, F, w->bits_down);
-    }
-    BK_TRY(project(s, s->proj.data(), xn, L.w_down, n, w->bits_down, packed));
-    for (size_t i = 0; i < (size_t)n * D; i++) x[i] += s->proj[i];
+    const float* d_in = act;
+    if (L.ffn_sub_norm) rmsnorm_forward(xn, s->rstd.data(), act, L.ffn_sub_norm, n, F, eps), d_in = xn;
+    BK_TRY(project(s, s->proj.data(), d_in, L.w_down, n, w->bits_down, true));
+    add_vectors(x, x, s->proj.data(), (size_t)n * D);
   }
   s->pos += n;
   if (all_logits) {

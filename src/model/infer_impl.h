@@ -11,10 +11,12 @@
 namespace bk {
 
 // A BitLinear weight as the backend holds it. Float backend: f points at
-// [out, in] floats (already ternary fake-quantized for ternary models).
-// Packed backend: p holds the 2-bit codes and gamma.
+// [out, in] floats: the ternary codes (-1, 0, 1) with gamma for ternary models,
+// the weights themselves (gamma 1) for float ones. Packed backend: p holds the
+// 2-bit codes and gamma.
 struct InferLinear {
   const float* f = nullptr;
+  float gamma = 1.0f;
   TernaryMatrix p;
   int out = 0, in = 0;
 };
@@ -31,7 +33,7 @@ struct InferWeights {
   ModelConfig cfg;
   InferBackend backend = INFER_FLOAT;
   // Full-precision tensors the session reads. Float backend: a copy of every
-  // parameter (BitLinear weights replaced by their ternary values). Packed
+  // parameter (BitLinear weights of ternary models replaced by their codes). Packed
   // backend: only embedding, norms and an untied head; BitLinear weights live
   // packed in the layers.
   std::vector<float> f32;
@@ -51,7 +53,7 @@ struct InferWeights {
 };
 
 // The activation bits of each BitLinear input, as the training forward uses
-// them (DESIGN.md §3): 4-bit "hybrid" keeps o_proj and down_proj inputs at 8.
+// them: 4-bit "hybrid" keeps o_proj and down_proj inputs at 8 (BitNet a4.8).
 inline void act_bits_for(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
   int b = c.act_bits;
   *qkv = *o = *gateup = *down = b;

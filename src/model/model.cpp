@@ -332,6 +332,7 @@ Activations* activations_create(const Model& m, int batch, int seq) {
       LayerActs& la = a->layers[l];
       la.attn_rstd = carve(N);
       la.xq_attn = carve(N * D);
+      la.xs_attn = carve(N);
       la.q = carve(N * Q);
       la.k = carve(N * K);
       la.v = carve(N * K);
@@ -339,19 +340,23 @@ Activations* activations_create(const Model& m, int batch, int seq) {
       la.attn_out = carve(N * Q);
       la.sub_attn_rstd = carve(N);
       la.xq_o = carve(N * Q);
+      la.xs_o = carve(N);
       la.ffn_rstd = carve(N);
       la.xq_ffn = carve(N * D);
+      la.xs_ffn = carve(N);
       la.gate = swiglu ? carve(N * F) : nullptr;
       la.up = carve(N * F);
       la.act = carve(N * F);
       la.sub_ffn_rstd = carve(N);
       la.xq_down = carve(N * F);
+      la.xs_down = carve(N);
     }
     a->final_rstd = carve(N);
     a->final_out = carve(N * D);
     a->logits = carve(N * V);
     a->rope_cos = carve(T * (c.head_dim / 2));
     a->rope_sin = carve(T * (c.head_dim / 2));
+    a->proj = carve(N * D);
     a->d_res = carve(N * D);
     a->d_xd = carve(N * D);
     a->d_xq = carve(N * QF);
@@ -361,6 +366,7 @@ Activations* activations_create(const Model& m, int batch, int seq) {
     a->d_q = carve(N * Q);
     a->d_k = carve(N * K);
     a->d_v = carve(N * K);
+    a->d_scaled = carve(N * (QF > D ? QF : D));
     if (pass == 0) {
       a->mem.assign(total + 16, 0.0f);
       // align the base to 64 bytes

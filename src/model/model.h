@@ -1,6 +1,6 @@
 #pragma once
 // The bitkd model: a Llama-style decoder whose projections are BitLinear
-// layers (DESIGN.md §3). Parameters and gradients live in single contiguous
+// layers (docs/architecture.md, "Model"). Parameters and gradients live in single contiguous
 // buffers (llm.c style); every tensor is a view at an offset.
 //
 // Training:   model_forward -> (loss writes dlogits) -> model_backward

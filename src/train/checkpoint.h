@@ -1,5 +1,5 @@
 #pragma once
-// Training checkpoints (DESIGN.md §5):
+// Training checkpoints (docs/training.md, "Checkpoints and resume"):
 //
 //   <dir>/mini_bitnet_step_N.safetensors        model parameters, F32, Hugging Face names
 //                                               and shapes; __metadata__ carries the config
@@ -21,7 +21,7 @@
 
 namespace bk {
 
-// The A8 -> A4 activation flip (DESIGN.md §4), persisted so a resumed run
+// The A8 -> A4 activation flip (docs/training.md), persisted so a resumed run
 // neither flips twice nor forgets that it flipped.
 struct FlipState {
   bool flip_done = false;

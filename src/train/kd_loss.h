@@ -1,5 +1,5 @@
 #pragma once
-// The fused knowledge-distillation loss of DESIGN.md §4, computed in place on
+// The fused knowledge-distillation loss of docs/training.md ("The loss"), computed in place on
 // the model's logits buffer (like train/loss.h): one row at a time it reads
 // the logits z [vocab] and overwrites them with dL/dz, so no second
 // [n, vocab] buffer exists (each thread holds one [vocab] scratch row).

@@ -23,12 +23,12 @@ namespace {
 bool hf_gguf_ready(std::string* why) {
   std::string out;
   if (bk_test::run_command("node --version", &out) != 0) {
-    *why = "node is not installed: run scripts/setup.sh";
+    *why = "node is not installed: run bash scripts/setup.sh --test";
     return false;
   }
   std::string mod = path_join(bk_test::source_dir(), "tests/interop/node_modules/@huggingface/gguf/package.json");
   if (!file_exists(mod)) {
-    *why = "tests/interop/node_modules lacks @huggingface/gguf: run scripts/setup.sh (it runs npm install there)";
+    *why = "tests/interop/node_modules lacks @huggingface/gguf: run bash scripts/setup.sh --test (it runs npm install there)";
     return false;
   }
   return true;

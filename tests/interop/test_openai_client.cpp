@@ -19,11 +19,11 @@ namespace {
 bool openai_ready(std::string* why) {
   std::string out;
   if (bk_test::run_command("node --version", &out) != 0) {
-    *why = "node is not installed: run scripts/setup.sh";
+    *why = "node is not installed: run bash scripts/setup.sh --test";
     return false;
   }
   if (!bk::file_exists(bk::path_join(bk_test::source_dir(), "tests/interop/node_modules/openai/package.json"))) {
-    *why = "tests/interop/node_modules lacks the openai package: run scripts/setup.sh (it runs npm install there)";
+    *why = "tests/interop/node_modules lacks the openai package: run bash scripts/setup.sh --test (it runs npm install there)";
     return false;
   }
   return true;

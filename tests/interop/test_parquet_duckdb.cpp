@@ -28,11 +28,11 @@ bool duckdb_ready(std::string* why) {
   std::string mod = path_join(bk_test::source_dir(), "tests/interop/node_modules/@duckdb/node-api/package.json");
   std::string out;
   if (bk_test::run_command("node --version", &out) != 0) {
-    *why = "node is not installed: run scripts/setup.sh";
+    *why = "node is not installed: run bash scripts/setup.sh --test";
     return false;
   }
   if (!file_exists(mod)) {
-    *why = "tests/interop/node_modules lacks @duckdb/node-api: run scripts/setup.sh (it runs npm install there)";
+    *why = "tests/interop/node_modules lacks @duckdb/node-api: run bash scripts/setup.sh --test (it runs npm install there)";
     return false;
   }
   return true;

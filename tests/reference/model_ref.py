@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for the bitkd training engine (DESIGN.md section 3).
+"""PyTorch reference for the bitkd training engine (docs/training.md).
 
 An independent implementation of the same decoder, fake-quantizers and
 straight-through estimator, differentiated by autograd. Used by
@@ -13,12 +13,15 @@ DIR holds (all little-endian):
                    "params": [{"name", "offset", "rows", "cols"}, ...]}
     params.bin    float32, every parameter at its offset (floats)
     tokens.bin    int32 [B*T]
+    quant.bin     float32: the engine's activation codes [B*T, c] then steps [B*T]
+                  of every quantized projection input, in forward order
     mask.bin      uint8 [B*T]  (1 = real token, 0 = padding)
     targets.bin   int32 [B*T]
     weights.bin   float32 [B*T] (loss weight per position, 0 = ignored)
 and receives:
     logits.bin    float32 [B*T, V]
     loss.txt      the weighted mean cross-entropy
+    quant_check.txt  "codes mismatches worst_tie worst_step" (see QuantSync)
     grads.bin     float32, same layout as params.bin
 
 Arithmetic follows the engine's documented order so that quantization
@@ -59,18 +62,61 @@ def ternary(w, rnd):
     return ste(w, wq)
 
 
-def act_quant(x, bits, rnd):
-    if bits == 0:
-        return x
-    xd = x.detach()
-    if bits == 8:
-        amax = xd.abs().amax(dim=-1, keepdim=True)
-        s = 127.0 / torch.clamp(amax, min=EPS_Q)
-        xq = torch.clamp(rnd(xd * s), -128.0, 127.0) / s
-    else:
-        b = xd.abs().double().mean(dim=-1, keepdim=True).float()
-        xq = (b / SQRT7) * torch.clamp(rnd(xd * SQRT7 / (b + EPS_Q)), -8.0, 7.0)
-    return ste(x, xq)
+class QuantSync:
+    """The engine's activation codes and steps (quant.bin), consumed in the
+    order the forward quantizes. At each site the reference quantizes its own
+    values, records how its codes compare with the engine's, then continues
+    from the engine's (forward value code * step, gradient straight through),
+    so a value that two correct implementations round to neighbouring codes
+    at a tie cannot make the rest of the comparison diverge."""
+
+    def __init__(self, path, rnd):
+        self.flat = np.fromfile(path, dtype="<f4") if path else np.zeros(0, dtype="<f4")
+        self.pos = 0
+        self.rnd = rnd
+        self.codes = 0
+        self.mismatches = 0
+        self.worst_tie = 0.0  # largest distance from a rounding tie among differing codes
+        self.worst_step = 0.0  # largest relative step difference
+
+    def take(self, n):
+        out = self.flat[self.pos:self.pos + n]
+        if out.size != n:
+            raise SystemExit("quant.bin holds fewer values than the model quantizes")
+        self.pos += n
+        return torch.from_numpy(out.copy())
+
+    def __call__(self, x, bits):
+        if bits == 0:
+            return x
+        xd = x.detach()
+        if bits == 8:
+            amax = xd.abs().amax(dim=-1, keepdim=True)
+            s = 127.0 / torch.clamp(amax, min=EPS_Q)
+            v = xd * s
+            step = 1.0 / s
+            lo, hi = -128.0, 127.0
+        else:
+            b = xd.abs().double().mean(dim=-1, keepdim=True).float()
+            v = xd * SQRT7 / (b + EPS_Q)
+            step = b / SQRT7
+            lo, hi = -8.0, 7.0
+        mine = torch.clamp(self.rnd(v), lo, hi)
+        c = x.shape[-1]
+        rows = x.numel() // c
+        theirs = self.take(rows * c).reshape(x.shape)
+        their_step = self.take(rows).reshape(x.shape[:-1] + (1,))
+        self.codes += mine.numel()
+        diff = mine != theirs
+        if diff.any():
+            self.mismatches += int(diff.sum())
+            far = (mine - theirs).abs() > 1
+            tie = ((v.abs() - v.abs().floor()) - 0.5).abs()
+            worst = float("inf") if far.any() else float(tie[diff].max())
+            self.worst_tie = max(self.worst_tie, worst)
+        rel = ((step - their_step).abs() / their_step.abs().clamp(min=1e-30)).max()
+        self.worst_step = max(self.worst_step, float(rel))
+        return ste(x, theirs * their_step)
 
 
 def rmsnorm(x, g, eps):
@@ -131,6 +177,7 @@ def main():
     cfg = case["config"]
     B, T = case["batch"], case["seq"]
     rnd = make_round(case["rounding"])
+    act_quant = QuantSync(d + "/quant.bin" if cfg["act_bits"] else None, rnd)
     flat = np.fromfile(d + "/params.bin", dtype="<f4")
     params = {}
     for p in case["params"]:
@@ -155,13 +202,13 @@ def main():
         return ternary(w, rnd) if ternary_w else w
 
     def bitlinear(x, name, bits):
-        return act_quant(x, bits, rnd) @ W(name).t()
+        return act_quant(x, bits) @ W(name).t()
 
     x = params["model.embed_tokens.weight"][tokens]  # [B,T,D]
     for l in range(cfg["n_layers"]):
         p = "model.layers.%d." % l
         xn = rmsnorm(x, params[p + "input_layernorm.weight"], eps)
-        xq = act_quant(xn, b_qkv, rnd)
+        xq = act_quant(xn, b_qkv)
         q = (xq @ W(p + "self_attn.q_proj.weight").t()).reshape(B, T, H, hd)
         k = (xq @ W(p + "self_attn.k_proj.weight").t()).reshape(B, T, KV, hd)
         v = (xq @ W(p + "self_attn.v_proj.weight").t()).reshape(B, T, KV, hd)
@@ -169,7 +216,7 @@ def main():
         if cfg["subln"]:
             a = rmsnorm(a, params[p + "self_attn.inner_norm.weight"], eps)
         h = x + bitlinear(a, p + "self_attn.o_proj.weight", b_o)
-        hn = act_quant(rmsnorm(h, params[p + "post_attention_layernorm.weight"], eps), b_gu, rnd)
+        hn = act_quant(rmsnorm(h, params[p + "post_attention_layernorm.weight"], eps), b_gu)
         up = hn @ W(p + "mlp.up_proj.weight").t()
         if cfg["ffn_act"] == "swiglu":
             gate = hn @ W(p + "mlp.gate_proj.weight").t()
@@ -195,6 +242,11 @@ def main():
     logits.detach().numpy().astype("<f4").tofile(d + "/logits.bin")
     with open(d + "/loss.txt", "w") as f:
         f.write("%.9g\n" % loss.item())
+    if act_quant.pos != act_quant.flat.size:
+        raise SystemExit("quant.bin holds more values than the model quantizes")
+    with open(d + "/quant_check.txt", "w") as f:
+        f.write("%d %d %.9g %.9g\n" % (act_quant.codes, act_quant.mismatches, act_quant.worst_tie,
+                                        act_quant.worst_step))
     grads = np.zeros_like(flat)
     for p in case["params"]:
         g = params[p["name"]].grad

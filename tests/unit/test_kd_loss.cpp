@@ -1,5 +1,5 @@
 // The fused KD loss (train/kd_loss.h) against a plain, unfused double
-// precision implementation written here from DESIGN.md §4 (softmax over the
+// precision implementation written here from docs/training.md (softmax over the
 // whole vocabulary, p_other = 1 - sum p_k, explicit bucket lists), and its
 // gradient against central finite differences of that double loss.
 #include <gtest/gtest.h>

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/ternary.h"
 #include "train/loss.h"
 
 using namespace bk;
@@ -110,11 +111,13 @@ TEST(Kernels, RmsNormQuantFusedMatchesSeparate) {
   const int n = 6, c = 40;
   auto x = randn(n * c, 20), g = randn(c, 21);
   for (int bits : {8, 4}) {
-    std::vector<float> a(n * c), b(n * c), ra(n), rb(n);
-    rmsnorm_quant_forward(a.data(), ra.data(), x.data(), g.data(), n, c, 1e-5f, bits);
+    std::vector<float> a(n * c), b(n * c), ra(n), rb(n), sa(n), sb(n);
+    rmsnorm_quant_forward(a.data(), sa.data(), ra.data(), x.data(), g.data(), n, c, 1e-5f, bits);
     rmsnorm_forward(b.data(), rb.data(), x.data(), g.data(), n, c, 1e-5f);
-    quant_act(b.data(), b.data(), n, c, bits);
+    quant_act_codes(b.data(), sb.data(), b.data(), n, c, bits);
     for (int i = 0; i < n * c; i++) ASSERT_EQ(a[i], b[i]) << "bits " << bits << " at " << i;
+    EXPECT_EQ(sa, sb);
+    EXPECT_EQ(ra, rb);
   }
 }
 
@@ -366,35 +369,34 @@ TEST(Quant, TernaryValues) {
   for (float v : z) EXPECT_EQ(v, 0.0f);
 }
 
+// Float codes and steps come from the packed engine's row rule (act_quant_row_*),
+// and the fake-quant values are code * step.
 TEST(Quant, Int8Rows) {
   const int n = 5, c = 64;
   auto x = randn(n * c, 100, 2.0f);
   for (int j = 0; j < c; j++) x[3 * c + j] = 0.0f;   // zero row
   for (int j = 0; j < c; j++) x[4 * c + j] = -0.7f;  // constant row
-  std::vector<float> xq(n * c);
-  quant_act_int8(xq.data(), x.data(), n, c);
+  std::vector<float> q(n * c), step(n), xq(n * c);
+  quant_act_codes(q.data(), step.data(), x.data(), n, c, 8);
+  quant_act(xq.data(), x.data(), n, c, 8);
   for (int i = 0; i < n; i++) {
     float amax = 0.0f;
     for (int j = 0; j < c; j++) amax = std::max(amax, std::fabs(x[i * c + j]));
     const float s = 127.0f / std::max(amax, kQuantEps);
+    EXPECT_EQ(step[i], 1.0f / s);
+    std::vector<int8_t> qi(c);
+    EXPECT_EQ(act_quant_row_i8(x.data() + i * c, c, qi.data(), nullptr), step[i]);
     for (int j = 0; j < c; j++) {
-      const float v = xq[i * c + j];
-      ASSERT_TRUE(std::isfinite(v));
-      const double k = (double)v * s;  // an integer in [-128, 127], up to the division's rounding
-      EXPECT_NEAR(k, std::round(k), 1e-4);
-      EXPECT_GE(std::round(k), -128.0);
-      EXPECT_LE(std::round(k), 127.0);
-      EXPECT_LE(std::fabs(v - x[i * c + j]), 0.5f / s * 1.0001f + 1e-7f);
+      const float k = q[i * c + j];
+      ASSERT_EQ(k, (float)qi[j]);
+      EXPECT_GE(k, -128.0f);
+      EXPECT_LE(k, 127.0f);
+      EXPECT_EQ(xq[i * c + j], k * step[i]);
+      EXPECT_LE(std::fabs(xq[i * c + j] - x[i * c + j]), 0.5f / s * 1.0001f + 1e-7f);
     }
   }
   for (int j = 0; j < c; j++) EXPECT_EQ(xq[3 * c + j], 0.0f);
   for (int j = 0; j < c; j++) EXPECT_NEAR(xq[4 * c + j], -0.7f, 1e-6f);
-  // codes agree with the fake-quant values
-  std::vector<int8_t> q(c);
-  float s;
-  const float step = quant_int8_codes(q.data(), x.data(), c, &s);
-  EXPECT_FLOAT_EQ(step, 1.0f / s);
-  for (int j = 0; j < c; j++) EXPECT_EQ((float)q[j] / s, xq[j]);
 }
 
 TEST(Quant, Int4Rows) {
@@ -403,36 +405,30 @@ TEST(Quant, Int4Rows) {
   for (int j = 0; j < c; j++) x[3 * c + j] = 0.0f;
   for (int j = 0; j < c; j++) x[4 * c + j] = 2.5f;
   x[2 * c + 5] = 40.0f;  // an outlier gets clipped to 7 steps
-  std::vector<float> xq(n * c);
-  quant_act_int4(xq.data(), x.data(), n, c);
+  std::vector<float> q(n * c), step(n), xq(n * c);
+  quant_act_codes(q.data(), step.data(), x.data(), n, c, 4);
+  quant_act(xq.data(), x.data(), n, c, 4);
   const float sqrt7 = std::sqrt(7.0f);
   for (int i = 0; i < n; i++) {
     double sum = 0.0;
     for (int j = 0; j < c; j++) sum += std::fabs(x[i * c + j]);
     const float b = (float)(sum / c);
-    const float step = b / sqrt7;
-    std::vector<int8_t> q(c);
-    EXPECT_EQ(quant_int4_codes(q.data(), x.data() + i * c, c), step);
+    EXPECT_EQ(step[i], b / sqrt7);
     for (int j = 0; j < c; j++) {
-      const float v = xq[i * c + j];
-      ASSERT_TRUE(std::isfinite(v));
-      EXPECT_GE(q[j], -8);
-      EXPECT_LE(q[j], 7);
-      EXPECT_EQ(v, step * (float)q[j]);
+      EXPECT_GE(q[i * c + j], -8.0f);
+      EXPECT_LE(q[i * c + j], 7.0f);
+      EXPECT_EQ(xq[i * c + j], q[i * c + j] * step[i]);
     }
   }
-  {
-    double sum = 0.0;
-    for (int j = 0; j < c; j++) sum += std::fabs(x[2 * c + j]);
-    EXPECT_FLOAT_EQ(xq[2 * c + 5], 7.0f * (float)(sum / c) / sqrt7);
-  }
+  EXPECT_EQ(q[2 * c + 5], 7.0f);
   for (int j = 0; j < c; j++) EXPECT_EQ(xq[3 * c + j], 0.0f);
   // a constant row c: round(sqrt7 * c / c) = 3 steps of c / sqrt7
-  for (int j = 0; j < c; j++) EXPECT_NEAR(xq[4 * c + j], 3.0f * 2.5f / sqrt7, 1e-5f);
-  // bits 0 is a copy
-  std::vector<float> cp(n * c);
-  quant_act(cp.data(), x.data(), n, c, 0);
+  for (int j = 0; j < c; j++) EXPECT_EQ(q[4 * c + j], 3.0f);
+  // bits 0 is a copy with unit steps
+  std::vector<float> cp(n * c), ones(n);
+  quant_act_codes(cp.data(), ones.data(), x.data(), n, c, 0);
   EXPECT_EQ(cp, x);
+  for (float v : ones) EXPECT_EQ(v, 1.0f);
 }
 
 // The OpenMP paths (taken above the size thresholds) give the same results as
@@ -458,7 +454,7 @@ TEST(Kernels, ThreadedMatchesSingleThread) {
     attention_backward(o.dq.data(), o.dk.data(), o.dv.data(), r.data(), q.data(), k.data(), v.data(), o.att.data(),
                        B, T, H, KV, d);
     o.xn.resize(N * C), o.rs.resize(N);
-    rmsnorm_quant_forward(o.xn.data(), o.rs.data(), x.data(), g.data(), N, C, 1e-5f, 8);
+    rmsnorm_quant_forward(o.xn.data(), nullptr, o.rs.data(), x.data(), g.data(), N, C, 1e-5f, 8);
     o.dx.assign(N * C, 0.0f), o.dg.assign(C, 0.0f);
     rmsnorm_backward(o.dx.data(), o.dg.data(), dy.data(), x.data(), g.data(), o.rs.data(), N, C, false);
     o.dz = z;

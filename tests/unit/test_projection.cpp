@@ -1,5 +1,5 @@
 // Teacher candidates -> student ids (first-subtoken rule), LSE merging, the
-// other bucket and step validity (DESIGN.md §4), on a SentencePiece model
+// other bucket and step validity (docs/data_schema.md), on a SentencePiece model
 // trained in the test.
 #include <gtest/gtest.h>
 

@@ -14,6 +14,7 @@
 
 #include "core/rng.h"
 #include "kernels/cpu/ternary.h"
+#include "model/activations.h"
 #include "model/model.h"
 #include "testutil/testutil.h"
 #include "train/loss.h"
@@ -72,7 +73,10 @@ struct RefCase {
 
 void compare_with_torch(const RefCase& rc) {
   std::string why;
-  if (!torch_available(&why)) GTEST_SKIP() << why;
+  // The only independent check of the engine's math: missing PyTorch is a failure, not a skip.
+  ASSERT_TRUE(torch_available(&why)) << why
+                                     << "\ninstall it with: bash scripts/setup.sh --test "
+                                        "(Debian packages python3-torch python3-numpy)";
 
   ModelConfig c;
   c.vocab_size = 37;
@@ -115,6 +119,27 @@ void compare_with_torch(const RefCase& rc) {
   Status st = model_forward(&m, a, tokens.data(), mask.data(), B, T);
   ASSERT_TRUE(st.ok()) << st.msg;
   std::vector<float> logits(activations_logits(a), activations_logits(a) + (size_t)N * c.vocab_size);
+  // Every quantized projection input (codes and steps), in the order the
+  // reference quantizes: per layer q/k/v, o_proj, gate/up, down_proj.
+  std::vector<float> quant;
+  {
+    int bq, bo, bg, bd;
+    projection_bits(c, &bq, &bo, &bg, &bd);
+    const int D = c.dim, Qd = c.n_heads * c.head_dim, F = c.ffn_dim;
+    for (int l = 0; l < c.n_layers; l++) {
+      const LayerActs& la = a->layers[l];
+      const struct {
+        int bits, cols;
+        const float *codes, *steps;
+      } sites[] = {{bq, D, la.xq_attn, la.xs_attn}, {bo, Qd, la.xq_o, la.xs_o}, {bg, D, la.xq_ffn, la.xs_ffn},
+                   {bd, F, la.xq_down, la.xs_down}};
+      for (const auto& q : sites) {
+        if (!q.bits) continue;
+        quant.insert(quant.end(), q.codes, q.codes + (size_t)N * q.cols);
+        quant.insert(quant.end(), q.steps, q.steps + N);
+      }
+    }
+  }
   const float loss = ce_loss_forward_backward(activations_logits(a), targets.data(), weights.data(), N,
                                               c.vocab_size, nullptr);
   model_zero_grads(&m);
@@ -141,6 +166,7 @@ void compare_with_torch(const RefCase& rc) {
   write_raw(dir + "/mask.bin", mask);
   write_raw(dir + "/targets.bin", targets);
   write_raw(dir + "/weights.bin", weights);
+  write_raw(dir + "/quant.bin", quant);
   std::string out;
   const std::string cmd =
       torch_python() + " '" + bk_test::source_dir() + "/tests/reference/model_ref.py' '" + dir + "'";
@@ -154,6 +180,24 @@ void compare_with_torch(const RefCase& rc) {
   {
     std::ifstream f(dir + "/loss.txt");
     f >> ref_loss;
+  }
+  // The reference quantizes its own values and compares the codes with ours
+  // before it continues from ours (so a rounding tie cannot send the two
+  // implementations down different paths): codes may differ only where the
+  // reference's value lies within 1e-3 of a step of a rounding boundary, by
+  // one step; the steps may differ by float rounding only.
+  if (c.act_bits) {
+    std::ifstream f(dir + "/quant_check.txt");
+    long long codes = 0, mismatches = 0;
+    double worst_tie = 0, worst_step = 0;
+    f >> codes >> mismatches >> worst_tie >> worst_step;
+    ASSERT_TRUE(f.good()) << dir << "/quant_check.txt unreadable";
+    printf("  activation codes: %lld, %lld differ (each within %.2e of a tie), steps within %.2e\n", codes,
+           mismatches, worst_tie, worst_step);
+    EXPECT_GT(codes, 0);
+    EXPECT_LE(worst_tie, 1e-3) << "a code differs away from a rounding tie";
+    EXPECT_LE(mismatches, codes / 1000 + 1);
+    EXPECT_LE(worst_step, 1e-5);
   }
 
   const double tol = 1e-4;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 
 using namespace bk;
@@ -181,7 +182,7 @@ TEST(TernaryQuantize, AbsmeanRoundClip) {
   for (float v : w) s += std::fabs((double)v);
   const float gamma = (float)(s / n);  // 0.443...
   int8_t wq[n];
-  EXPECT_FLOAT_EQ(ternary_quantize(w, n, wq), gamma);
+  EXPECT_FLOAT_EQ(quant_ternary_codes(wq, w, n), gamma);
   for (int i = 0; i < n; i++) {
     float r = std::round(w[i] / (gamma + 1e-5f));
     EXPECT_EQ(wq[i], (int8_t)std::min(std::max(r, -1.0f), 1.0f)) << i;
@@ -193,7 +194,7 @@ TEST(TernaryQuantize, AbsmeanRoundClip) {
   // All zero: gamma 0, all codes 0.
   const float z[4] = {0, 0, 0, 0};
   int8_t zq[4] = {5, 5, 5, 5};
-  EXPECT_EQ(ternary_quantize(z, 4, zq), 0.0f);
+  EXPECT_EQ(quant_ternary_codes(zq, z, 4), 0.0f);
   for (int8_t v : zq) EXPECT_EQ(v, 0);
 }
 

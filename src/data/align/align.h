@@ -1,5 +1,5 @@
 #pragma once
-// Alignment of teacher KD steps to the student's token sequence (DESIGN.md §4).
+// Alignment of teacher KD steps to the student's token sequence (docs/data_schema.md, "Projection and validity").
 //
 // The student sequence is the student tokenization of
 // rendered_prompt + response (one encoding, so the boundary tokenizes as at

@@ -1,5 +1,5 @@
 #pragma once
-// Training data loader for KD traces (DESIGN.md §4-5): streams
+// Training data loader for KD traces (docs/data_schema.md, "From traces to training examples"): streams
 // kd_shard_NNN.parquet (steps) with its kd_prompts_NNN.parquet (prompts),
 // groups steps by prompt_idx, aligns each prompt to the student tokenizer,
 // shuffles within a buffer and emits padded or packed batches.

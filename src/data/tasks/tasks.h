@@ -1,5 +1,5 @@
 #pragma once
-// The built-in synthetic task suite (DESIGN.md §7). Short, unambiguous prompts
+// The built-in synthetic task suite (README, "What make run does"). Short, unambiguous prompts
 // with one reference answer each, so a tiny teacher pretrained on a few
 // thousand items learns them and student-versus-teacher quality is measured,
 // not assumed.

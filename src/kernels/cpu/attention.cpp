@@ -1,6 +1,7 @@
 // Causal multi-head attention with a key padding mask and grouped KV heads.
-// Scores and weighted sums go through sgemm on strided views of q/k/v; the
-// softmax probabilities are saved for the backward pass.
+// The forward runs one fixed-order routine per query row (attention_row),
+// shared with the inference sessions; the softmax probabilities are saved for
+// the backward pass, which uses sgemm.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -10,12 +11,6 @@
 
 namespace bk {
 
-// Work is split into blocks of query rows; a block [r0, r1) only needs keys
-// [0, r1) (causal), so the score and value matmuls skip most of the masked
-// upper triangle while staying sgemm-sized. Inside an OpenMP region OpenBLAS
-// runs single-threaded, so each (batch, head) is one thread's job.
-static const int kRowBlock = 64;
-
 // Per-thread scratch, grown on demand and kept (no per-call allocation).
 static float* scratch(size_t n) {
   static thread_local std::vector<float> buf;
@@ -23,7 +18,47 @@ static float* scratch(size_t n) {
   return buf.data();
 }
 
-// q [B,T,H,d], k,v [B,T,KV,d], mask [B,T] -> out [B,T,H,d], att [B,H,T,T]
+// Dot product in a fixed order: element i goes to lane i % 8 (whole groups of
+// 8), lanes are combined pairwise, then the tail in order. The AVX2 body and
+// the scalar loop do the same operations, so every build gets the same bits.
+static inline float dot_fixed(const float* a, const float* b, int n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+#ifdef BK_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  _mm256_storeu_ps(lane, acc);
+#endif
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) lane[l] = lane[l] + a[i + l] * b[i + l];
+  float s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (; i < n; i++) s = s + a[i] * b[i];
+  return s;
+}
+
+void attention_row(float* out, float* probs, const float* q, const float* k, const float* v, int kv_stride,
+                   const uint8_t* mask, int nkeys, int d, float scale) {
+  for (int j = 0; j < nkeys; j++)
+    probs[j] = mask && !mask[j] ? -INFINITY : dot_fixed(q, k + (size_t)j * kv_stride, d) * scale;
+  memset(out, 0, sizeof(float) * d);
+  const float mx = vec_max(probs, nkeys);
+  if (mx == -INFINITY) {  // no visible real key: zero probabilities, zero output
+    memset(probs, 0, sizeof(float) * nkeys);
+    return;
+  }
+  const double sum = vec_exp_shift_sum(probs, nkeys, mx);
+  vec_scale(probs, nkeys, (float)(1.0 / sum));
+  for (int j = 0; j < nkeys; j++) {
+    const float p = probs[j];
+    const float* vj = v + (size_t)j * kv_stride;
+#pragma omp simd
+    for (int e = 0; e < d; e++) out[e] = out[e] + p * vj[e];
+  }
+}
+
+// q [B,T,H,d], k,v [B,T,KV,d], mask [B,T] -> out [B,T,H,d], att [B,H,T,T]:
+// attention_row for every query, so training and the inference sessions
+// (which call it on their KV cache) compute the same bits.
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const uint8_t* mask,
                        int B, int T, int H, int KV, int d) {
   const float scale = 1.0f / std::sqrt((float)d);
@@ -39,31 +74,19 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       float* ob = out + (size_t)b * T * Q + (size_t)h * d;
       float* P = att + ((size_t)b * H + h) * T * T;  // [T, T]
       const uint8_t* mrow = mask ? mask + (size_t)b * T : nullptr;
-      for (int r0 = 0; r0 < T; r0 += kRowBlock) {
-        const int r1 = r0 + kRowBlock < T ? r0 + kRowBlock : T;
-        // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T
-        gemm(false, true, r1 - r0, r1, d, scale, qb + (size_t)r0 * Q, Q, kb, K, 0.0f, P + (size_t)r0 * T, T);
-        for (int t = r0; t < r1; t++) {
-          float* row = P + (size_t)t * T;
-          // padded keys -> -inf, so their exp is exactly 0
-          if (mrow)
-            for (int t2 = 0; t2 <= t; t2++)
-              if (!mrow[t2]) row[t2] = -INFINITY;
-          const float mx = vec_max(row, t + 1);
-          if (mx == -INFINITY) {  // no visible real key: zero probabilities, zero output
-            memset(row, 0, sizeof(float) * T);
-            continue;
-          }
-          const double sum = vec_exp_shift_sum(row, t + 1, mx);
-          vec_scale(row, t + 1, (float)(1.0 / sum));
-          memset(row + t + 1, 0, sizeof(float) * (T - t - 1));
-        }
-        // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
-        gemm(false, false, r1 - r0, d, r1, 1.0f, P + (size_t)r0 * T, T, vb, K, 0.0f, ob + (size_t)r0 * Q, Q);
+      for (int t = 0; t < T; t++) {
+        float* row = P + (size_t)t * T;
+        attention_row(ob + (size_t)t * Q, row, qb + (size_t)t * Q, kb, vb, K, mrow, t + 1, d, scale);
+        memset(row + t + 1, 0, sizeof(float) * (T - t - 1));
       }
     }
   }
 }
+
+// The backward works on blocks of query rows with sgemm; a block [r0, r1)
+// only needs keys [0, r1) (causal). Inside an OpenMP region OpenBLAS runs
+// single-threaded, so each (batch, kv head) is one thread's job.
+static const int kRowBlock = 64;
 
 // With P = softmax(S), S = scale * q k^T, O = P v:
 //   dP = dO v^T;  dS = P * (dP - rowsum(P * dP));  dq = scale dS k;  dk = scale dS^T q;  dv = P^T dO

@@ -53,6 +53,11 @@ void vec_scale(float* x, size_t n, float a) {
 }
 
 // x [n, c] in place
+void add_vectors(float* out, const float* a, const float* b, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
 void softmax_forward(float* x, int n, int c) {
 #pragma omp parallel for schedule(static) if ((size_t)n * c > 32768)
   for (int i = 0; i < n; i++) {

@@ -7,7 +7,7 @@
 
 namespace bk {
 
-void quant_act_row_inplace(float* x, int c, int bits);  // quant.cpp
+float quant_act_row_codes_inplace(float* x, int c, int bits);  // quant.cpp
 
 // ---- RMSNorm -----------------------------------------------------------------
 
@@ -20,11 +20,11 @@ static inline float row_rstd(const float* x, int c, float eps) {
 
 // x [n,c], g [c] -> out [n,c], rstd [n]
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* g, int n, int c, float eps) {
-  rmsnorm_quant_forward(out, rstd, x, g, n, c, eps, 0);
+  rmsnorm_quant_forward(out, nullptr, rstd, x, g, n, c, eps, 0);
 }
 
-void rmsnorm_quant_forward(float* out, float* rstd, const float* x, const float* g, int n, int c, float eps,
-                           int bits) {
+void rmsnorm_quant_forward(float* out, float* step, float* rstd, const float* x, const float* g, int n, int c,
+                           float eps, int bits) {
 #pragma omp parallel for schedule(static) if ((size_t)n * c > 32768)
   for (int i = 0; i < n; i++) {
     const float* xi = x + (size_t)i * c;
@@ -33,7 +33,8 @@ void rmsnorm_quant_forward(float* out, float* rstd, const float* x, const float*
     rstd[i] = r;
 #pragma omp simd
     for (int j = 0; j < c; j++) oi[j] = xi[j] * r * g[j];
-    if (bits) quant_act_row_inplace(oi, c, bits);
+    const float st = bits ? quant_act_row_codes_inplace(oi, c, bits) : 1.0f;
+    if (step) step[i] = st;
   }
 }
 

@@ -1,187 +1,125 @@
-// BitNet fake-quantizers for training (DESIGN.md §3): absmean ternary weights,
-// absmax int8 and absmean int4 activations. Same arithmetic and the same
-// rounding (quant_round) as the integer inference path in ternary.cpp, so both
-// see the same codes.
+// BitNet quantizers, one implementation of each rule, shared by training and
+// both inference backends (kernels.h):
+//   - absmean ternary weights (codes, or gamma * codes);
+//   - per-token int8 absmax / int4 absmean activations, whose row rule lives
+//     in ternary.cpp (act_quant_row_i8/i4, scalar and AVX2 bit-identical);
+//     here it is applied to whole matrices and written as float codes.
 #include <omp.h>
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/kernels.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/cpu/ternary.h"
 
 namespace bk {
 
-static const float kSqrt7 = 2.6457513110645907f;  // sqrtf(7)
-static const int kMaxThreads = 256;
+namespace {
 
-static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+constexpr size_t kBlock = 4096;
 
-// mean |w| accumulated in double, rounded to float. Per-thread partial sums are
-// combined in thread order, so a run is reproducible for a given thread count
-// (and the order of double additions does not show at float precision anyway).
-static float absmean(const float* w, size_t n) {
-  double part[kMaxThreads] = {0.0};
-  const long nb = (long)((n + 4095) / 4096);
-  int used = 1;
-#pragma omp parallel if (n > 65536)
-  {
-    const int tid = omp_get_thread_num();
-#pragma omp single
-    used = omp_get_num_threads();
-    double acc = 0.0;
-#pragma omp for schedule(static)
-    for (long b = 0; b < nb; b++) {
-      const size_t i0 = (size_t)b * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
-      size_t i = i0;
-#ifdef BK_AVX2
-      __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-      for (; i + 8 <= i1; i += 8) simd::abs_sum_pd(_mm256_loadu_ps(w + i), &a0, &a1);
-      acc += simd::hsum256d(_mm256_add_pd(a0, a1));
-#endif
-      for (; i < i1; i++) acc += std::fabs((double)w[i]);
-    }
-    if (tid < kMaxThreads) part[tid] = acc;
+// mean |w|: each block of 4096 values summed in double over 8 lanes (value i
+// to lane i % 8, lanes combined pairwise), then the blocks in order. The order
+// depends on n only, never on the thread count or the vector unit, so every
+// caller (training, packing, GGUF) gets the same gamma for the same tensor.
+float absmean_fixed(const float* w, size_t n) {
+  if (n == 0) return 0.0f;
+  const size_t nb = (n + kBlock - 1) / kBlock;
+  std::vector<double> part(nb);
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (size_t b = 0; b < nb; b++) {
+    const size_t i0 = b * kBlock, i1 = i0 + kBlock < n ? i0 + kBlock : n;
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = i0; i < i1; i++) p[(i - i0) & 7] += std::fabs((double)w[i]);
+    part[b] = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
   }
   double sum = 0.0;
-  for (int t = 0; t < used && t < kMaxThreads; t++) sum += part[t];
-  return n ? (float)(sum / (double)n) : 0.0f;
+  for (size_t b = 0; b < nb; b++) sum += part[b];
+  return (float)(sum / (double)n);
 }
 
-// ---- ternary weights ----------------------------------------------------------
-// W [n] (whole tensor) -> Wq = gamma * clamp(round(W / (gamma + eps)), -1, 1)
-float quant_ternary(float* wq, const float* w, size_t n) {
-  const float gamma = absmean(w, n);
-  const float denom = gamma + kQuantEps;
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (size_t b = 0; b < (n + 4095) / 4096; b++) {
-    const size_t i0 = b * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
-    size_t i = i0;
-#ifdef BK_AVX2
-    const __m256 vd = _mm256_set1_ps(denom), vg = _mm256_set1_ps(gamma);
-    const __m256 lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= i1; i += 8) {
-      __m256 r = simd::quant_round256(_mm256_div_ps(_mm256_loadu_ps(w + i), vd));
-      r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-      _mm256_storeu_ps(wq + i, _mm256_mul_ps(vg, r));
-    }
-#endif
-    for (; i < i1; i++) wq[i] = gamma * clampf(quant_round(w[i] / denom), -1.0f, 1.0f);
-  }
-  return gamma;
-}
-
-float quant_ternary_codes(int8_t* q, const float* w, size_t n) {
-  const float gamma = absmean(w, n);
+template <class T>
+float ternary_codes(T* q, const float* w, size_t n) {
+  const float gamma = absmean_fixed(w, n);
   const float denom = gamma + kQuantEps;
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (size_t i = 0; i < n; i++) q[i] = (int8_t)clampf(quant_round(w[i] / denom), -1.0f, 1.0f);
+  for (size_t i = 0; i < n; i++) {
+    const float r = quant_round(w[i] / denom);
+    q[i] = (T)(r < -1.0f ? -1.0f : (r > 1.0f ? 1.0f : r));
+  }
   return gamma;
 }
 
-// ---- activations, one row ------------------------------------------------------
-static inline float row_absmax(const float* x, int c) {
-  int j = 0;
-  float m = 0.0f;
-#ifdef BK_AVX2
-  __m256 vm = _mm256_setzero_ps();
-  for (; j + 8 <= c; j += 8) vm = _mm256_max_ps(vm, simd::abs256(_mm256_loadu_ps(x + j)));
-  m = simd::hmax256(vm);
-#endif
-  for (; j < c; j++) m = std::fmax(m, std::fabs(x[j]));
-  return m;
+// One row to float codes through the shared row rule; returns the step.
+// q may equal x (the row is read completely before q is written).
+float act_codes_row(float* q, const float* x, int c, int bits, std::vector<int8_t>* buf) {
+  if ((int)buf->size() < c) buf->resize(c);
+  int8_t* b = buf->data();
+  const float step = bits == 8 ? act_quant_row_i8(x, c, b, nullptr) : act_quant_row_i4(x, c, b, nullptr);
+  for (int j = 0; j < c; j++) q[j] = (float)b[j];
+  return step;
 }
 
-static inline float row_absmean(const float* x, int c) {
-  int j = 0;
-  double sum = 0.0;
-#ifdef BK_AVX2
-  __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-  for (; j + 8 <= c; j += 8) simd::abs_sum_pd(_mm256_loadu_ps(x + j), &a0, &a1);
-  sum = simd::hsum256d(_mm256_add_pd(a0, a1));
-#endif
-  for (; j < c; j++) sum += std::fabs((double)x[j]);
-  return c ? (float)(sum / (double)c) : 0.0f;
+}  // namespace
+
+// ---- ternary weights ----------------------------------------------------------
+
+float quant_ternary_codes(int8_t* q, const float* w, size_t n) { return ternary_codes(q, w, n); }
+float quant_ternary_codes_f32(float* q, const float* w, size_t n) { return ternary_codes(q, w, n); }
+
+float quant_ternary(float* wq, const float* w, size_t n) {
+  const float gamma = ternary_codes(wq, w, n);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; i++) wq[i] = gamma * wq[i];
+  return gamma;
 }
 
-// out[c] = clamp(round(x * s), -128, 127) / s, s = 127 / max(absmax, eps)
-static inline void int8_row(float* out, const float* x, int c) {
-  const float amax = row_absmax(x, c);
-  const float s = 127.0f / (amax > kQuantEps ? amax : kQuantEps);
-  int j = 0;
-#ifdef BK_AVX2
-  const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-  for (; j + 8 <= c; j += 8) {
-    __m256 r = simd::quant_round256(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs));
-    r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-    _mm256_storeu_ps(out + j, _mm256_div_ps(r, vs));
+// ---- activations ----------------------------------------------------------------
+
+void quant_act_codes(float* q, float* step, const float* x, int n, int c, int bits) {
+  if (bits == 0) {
+    if (q != x) memcpy(q, x, sizeof(float) * (size_t)n * c);
+    if (step)
+      for (int i = 0; i < n; i++) step[i] = 1.0f;
+    return;
   }
-#endif
-  for (; j < c; j++) out[j] = clampf(quant_round(x[j] * s), -128.0f, 127.0f) / s;
-}
-
-// out[c] = (b / sqrt7) * clamp(round((x * sqrt7) / (b + eps)), -8, 7), b = mean|x|
-static inline void int4_row(float* out, const float* x, int c) {
-  const float b = row_absmean(x, c);
-  const float denom = b + kQuantEps;
-  const float step = b / kSqrt7;
-  int j = 0;
-#ifdef BK_AVX2
-  const __m256 vd = _mm256_set1_ps(denom), vstep = _mm256_set1_ps(step), v7 = _mm256_set1_ps(kSqrt7);
-  const __m256 lo = _mm256_set1_ps(-8.0f), hi = _mm256_set1_ps(7.0f);
-  for (; j + 8 <= c; j += 8) {
-    __m256 r = simd::quant_round256(_mm256_div_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), v7), vd));
-    r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-    _mm256_storeu_ps(out + j, _mm256_mul_ps(vstep, r));
+#pragma omp parallel if ((size_t)n * c > 32768)
+  {
+    std::vector<int8_t> buf;
+#pragma omp for schedule(static)
+    for (int i = 0; i < n; i++) {
+      const float s = act_codes_row(q + (size_t)i * c, x + (size_t)i * c, c, bits, &buf);
+      if (step) step[i] = s;
+    }
   }
-#endif
-  for (; j < c; j++) out[j] = step * clampf(quant_round(x[j] * kSqrt7 / denom), -8.0f, 7.0f);
-}
-
-void quant_act_int8(float* out, const float* x, int n, int c) {
-#pragma omp parallel for schedule(static) if ((size_t)n * c > 32768)
-  for (int i = 0; i < n; i++) int8_row(out + (size_t)i * c, x + (size_t)i * c, c);
-}
-
-void quant_act_int4(float* out, const float* x, int n, int c) {
-#pragma omp parallel for schedule(static) if ((size_t)n * c > 32768)
-  for (int i = 0; i < n; i++) int4_row(out + (size_t)i * c, x + (size_t)i * c, c);
 }
 
 void quant_act(float* out, const float* x, int n, int c, int bits) {
-  if (bits == 8) {
-    quant_act_int8(out, x, n, c);
-  } else if (bits == 4) {
-    quant_act_int4(out, x, n, c);
-  } else if (out != x) {
-    memcpy(out, x, sizeof(float) * (size_t)n * c);
+  if (bits == 0) {
+    if (out != x) memcpy(out, x, sizeof(float) * (size_t)n * c);
+    return;
+  }
+  std::vector<float> step(n);
+  quant_act_codes(out, step.data(), x, n, c, bits);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < c; j++) out[(size_t)i * c + j] *= step[i];
+}
+
+void scale_rows(float* y, const float* step, float gamma, int n, int c) {
+#pragma omp parallel for schedule(static) if ((size_t)n * c > 32768)
+  for (int i = 0; i < n; i++) {
+    const float f = bitlinear_scale(gamma, step[i]);
+    float* yi = y + (size_t)i * c;
+#pragma omp simd
+    for (int j = 0; j < c; j++) yi[j] = yi[j] * f;
   }
 }
 
-float quant_int8_codes(int8_t* q, const float* x, int c, float* s_out) {
-  const float amax = row_absmax(x, c);
-  const float s = 127.0f / (amax > kQuantEps ? amax : kQuantEps);
-#pragma omp simd
-  for (int j = 0; j < c; j++) q[j] = (int8_t)clampf(quant_round(x[j] * s), -128.0f, 127.0f);
-  if (s_out) *s_out = s;
-  return 1.0f / s;
-}
-
-float quant_int4_codes(int8_t* q, const float* x, int c) {
-  const float b = row_absmean(x, c);
-  const float denom = b + kQuantEps;
-#pragma omp simd
-  for (int j = 0; j < c; j++) q[j] = (int8_t)clampf(quant_round(x[j] * kSqrt7 / denom), -8.0f, 7.0f);
-  return b / kSqrt7;
-}
-
-// Used by rmsnorm_quant_forward (norm.cpp) on a row that is still in cache.
-void quant_act_row_inplace(float* x, int c, int bits) {
-  if (bits == 8)
-    int8_row(x, x, c);
-  else if (bits == 4)
-    int4_row(x, x, c);
+// Used by rmsnorm_quant_forward (norm_rope.cpp) on a row that is still in cache.
+float quant_act_row_codes_inplace(float* x, int c, int bits) {
+  thread_local std::vector<int8_t> buf;
+  return act_codes_row(x, x, c, bits, &buf);
 }
 
 }  // namespace bk

@@ -96,22 +96,23 @@ static inline float hmax256(__m256 v) {
 }
 #endif
 
-// Scalar exp with the same algorithm as exp256, so vector bodies and scalar
-// tails agree.
+// Scalar exp with the same algorithm and the same fused operations as exp256,
+// so vector bodies and scalar tails agree bit for bit.
 static inline float exp1(float x) {
   if (x > 88.3762626647949f) x = 88.3762626647949f;
   if (x < -88.3762626647949f) x = -88.3762626647949f;
-  float fx = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - fx * 0.693359375f;
-  r = r - fx * -2.12194440e-4f;
+  float fx = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(-fx, 0.693359375f, x);
+  r = std::fma(-fx, -2.12194440e-4f, r);
   float z = r * r;
   float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  y = std::fma(y, r, 1.3981999507e-3f);
+  y = std::fma(y, r, 8.3334519073e-3f);
+  y = std::fma(y, r, 4.1665795894e-2f);
+  y = std::fma(y, r, 1.6666665459e-1f);
+  y = std::fma(y, r, 5.0000001201e-1f);
+  y = std::fma(y, z, r);
+  y = y + 1.0f;
   int n = (int)fx + 127;
   if (n <= 0) return 0.0f;
   return std::ldexp(y, n - 127);

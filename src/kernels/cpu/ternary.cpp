@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 #include "kernels/cpu/ternary_impl.h"
 
@@ -47,18 +48,6 @@ const char* ternary_backend() { return use_avx2() ? "avx2" : "scalar"; }
 
 // ---- weights ------------------------------------------------------------------
 
-float ternary_quantize(const float* w, int64_t n, int8_t* wq) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; i++) s += std::fabs((double)w[i]);
-  float gamma = n > 0 ? (float)(s / (double)n) : 0.0f;
-  float denom = gamma + 1e-5f;
-  for (int64_t i = 0; i < n; i++) {
-    float r = quant_round(w[i] / denom);
-    wq[i] = (int8_t)std::fmin(std::fmax(r, -1.0f), 1.0f);
-  }
-  return gamma;
-}
-
 int32_t ternary_granularity(TernaryType type) { return type == TERNARY_T1 ? 80 : 64; }
 
 int32_t ternary_cols_pad(TernaryType type, int32_t cols) {
@@ -72,7 +61,7 @@ Status check_ternary(const int8_t* wq, int32_t rows, int32_t cols) {
   if (rows < 0 || cols < 0) return errorf("pack_ternary: bad shape [%d, %d]", rows, cols);
   for (int64_t i = 0; i < (int64_t)rows * cols; i++) {
     if (wq[i] < -1 || wq[i] > 1)
-      return errorf("pack_ternary: weight [%lld, %lld] is %d, expected -1, 0 or 1 (quantize with ternary_quantize)",
+      return errorf("pack_ternary: weight [%lld, %lld] is %d, expected -1, 0 or 1 (quantize with quant_ternary_codes)",
                     (long long)(i / cols), (long long)(i % cols), (int)wq[i]);
   }
   return ok_status();
@@ -151,7 +140,7 @@ Status pack_ternary_t1(const int8_t* wq, int32_t rows, int32_t cols, float gamma
 Status pack_ternary_f32(TernaryType type, const float* w, int32_t rows, int32_t cols, TernaryMatrix* out) {
   if (rows < 0 || cols < 0) return errorf("pack_ternary_f32: bad shape [%d, %d]", rows, cols);
   std::vector<int8_t> wq((size_t)rows * cols);
-  float gamma = ternary_quantize(w, (int64_t)rows * cols, wq.data());
+  float gamma = quant_ternary_codes(wq.data(), w, (size_t)rows * cols);
   return type == TERNARY_T1 ? pack_ternary_t1(wq.data(), rows, cols, gamma, out)
                             : pack_ternary_i2(wq.data(), rows, cols, gamma, out);
 }

@@ -41,6 +41,10 @@
 
 namespace bk {
 
+// The one output scale of a BitLinear row: code sums times (gamma * step).
+// Every path (training, float and packed inference) multiplies by this value.
+inline float bitlinear_scale(float gamma, float step) { return gamma * step; }
+
 inline float quant_round(float x) {
 #if BITKD_QUANT_ROUND_HALF_EVEN
   return std::nearbyint(x);  // default FP environment rounds half to even
@@ -74,16 +78,13 @@ struct TernarySize {
   double bits_per_weight;  // bytes * 8 / (rows * cols), padding included
 };
 
-// Absmean ternarization of a whole tensor: wq[i] in {-1, 0, 1}; returns gamma.
-// gamma is accumulated in double so it does not depend on the tensor size.
-float ternary_quantize(const float* w, int64_t n, int8_t* wq);
-
+// The codes come from quant_ternary_codes (kernels.h), the one weight rule.
 int32_t ternary_granularity(TernaryType type);                 // 64 or 80
 int32_t ternary_cols_pad(TernaryType type, int32_t cols);      // round up
 // wq [rows, cols] in {-1, 0, 1} -> *out. Fails naming the first bad value.
 Status pack_ternary_i2(const int8_t* wq, int32_t rows, int32_t cols, float gamma, TernaryMatrix* out);
 Status pack_ternary_t1(const int8_t* wq, int32_t rows, int32_t cols, float gamma, TernaryMatrix* out);
-// Quantizes fp32 w [rows, cols] with ternary_quantize and packs it.
+// Quantizes fp32 w [rows, cols] with quant_ternary_codes and packs it.
 Status pack_ternary_f32(TernaryType type, const float* w, int32_t rows, int32_t cols, TernaryMatrix* out);
 // Back to wq [rows, cols] (padding dropped); works for both layouts.
 void unpack_ternary(const TernaryMatrix& m, int8_t* wq);

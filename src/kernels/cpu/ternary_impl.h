@@ -26,7 +26,7 @@ struct KernelArgs {
 inline void store_out(const KernelArgs& k, int32_t t, int32_t o, int32_t v) {
   int64_t idx = (int64_t)t * k.w->rows + o;
   if (k.y)
-    k.y[idx] = (float)v * (k.w->gamma * k.scale[t]);
+    k.y[idx] = (float)v * bitlinear_scale(k.w->gamma, k.scale[t]);
   else
     k.acc[idx] = v;
 }
