@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "kernels/cpu/kernels.h"
+#include "pipeline/plan.h"
 
 namespace bk {
 
@@ -28,6 +29,9 @@ static int print_markdown() {
     }
     printf("| `%s` | %s | %s |\n", v.name, cell.empty() ? "" : ("`" + cell + "`").c_str(), help.c_str());
   }
+  printf("\n**Pipeline presets**: what `bitkd pipeline` (`make run`) uses for a variable you did not set; "
+         "\"x scale\" values are multiplied by `PIPELINE_SCALE`\n\n%s",
+         pipeline_presets_markdown().c_str());
   return 0;
 }
 

@@ -1,7 +1,5 @@
 // bitkd eval: the student through the packed engine, quality against the
 // teacher baseline, agreement on a KD shard, QEI -> reports/mini_evaluation_report.json.
-#include <omp.h>
-
 #include <cmath>
 #include <cstdio>
 
@@ -10,13 +8,10 @@
 #include "core/log.h"
 #include "core/timing.h"
 #include "eval/eval.h"
+#include "eval/evaluate.h"
 #include "kd/prompts.h"
-#include "kernels/cpu/ternary.h"
 #include "model/infer.h"
-#include "model/infer_synthetic.h"
-#include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
-#include "train/model_load.h"
 
 namespace bk {
 
@@ -39,34 +34,6 @@ Status resolve_student(const Args& a, std::string* path) {
   }
   if (!file_exists(p)) return errorf("--model %s: no such file", p.c_str());
   *path = p;
-  return ok_status();
-}
-
-Status load_tokenizer(const Args& a, const ModelSource& src, Tokenizer* tok, std::string* desc) {
-  std::string p = arg_str(a, "tokenizer");
-  if (p.empty() && !src.tokenizer_model.empty()) {
-    *desc = "embedded in the GGUF";
-    return tokenizer_load_from_bytes(src.tokenizer_model, tok);
-  }
-  if (p.empty()) {
-    std::string def = path_join(path_join(artifact_paths(a.cfg).root, "tokenizer"), "tokenizer.model");
-    if (!file_exists(def))
-      return errorf("no tokenizer: pass --tokenizer PATH/tokenizer.model (or set TOKENIZER_NAME), the one the "
-                    "student was trained with");
-    p = def;
-  }
-  *desc = p;
-  return with_context(tokenizer_load(p, tok), "loading tokenizer " + p);
-}
-
-// Weight bytes a local teacher holds when served (fp32 backend, as `bitkd serve` defaults).
-Status measure_teacher(const std::string& path, double* bytes) {
-  Model m;
-  BK_TRY(with_context(model_load_any(path, &m, nullptr), "TEACHER_CHECKPOINT " + path));
-  InferWeights* w = nullptr;
-  BK_TRY(with_context(infer_weights_create(&m, INFER_FLOAT, &w), path));
-  *bytes = (double)infer_weights_bytes(w);
-  infer_weights_destroy(w);
   return ok_status();
 }
 
@@ -124,187 +91,37 @@ static int run_eval(Args& a) {
     out = path_join(paths.reports, "mini_evaluation_report.json");
   }
 
-  // ---- student: latent checkpoint -> inference weights (the fp32 model is dropped)
-  InferWeights* weights = nullptr;
-  ModelSource src;
-  Tokenizer tok;
-  std::string tok_desc;
-  {
-    Model m;
-    st = model_load_any(model_path, &m, &src);
-    if (!st.ok()) return cli_fail(a, with_context(st, "loading the student " + model_path));
-    for (const std::string& w : src.warnings) BK_LOG_WARN("%s: %s", model_path.c_str(), w.c_str());
-    st = load_tokenizer(a, src, &tok, &tok_desc);
-    if (!st.ok()) return cli_fail(a, st);
-    st = infer_weights_create(&m, be, &weights);
-    if (!st.ok())
-      return cli_fail(a, with_context(st, model_path + (be == INFER_PACKED ? " (pass --backend float for a float model)"
-                                                                            : "")));
-    rep.model_config_json = model_config_to_json(m.cfg);
-    rep.model_params = (int64_t)model_num_params(m);
-  }
-  struct WeightsGuard {
-    InferWeights* w;
-    ~WeightsGuard() { infer_weights_destroy(w); }
-  } guard{weights};
-  rep.rss_after_load_bytes = current_rss_bytes();
-  const ModelConfig& mc = infer_weights_config(weights);
-  rep.model_path = model_path;
-  rep.model_format = src.format;
-  rep.model_step = src.step;
-  rep.training_json = src.training_json;
-  rep.backend = be == INFER_PACKED ? "packed" : "float";
-  rep.tokenizer_path = tok_desc;
-  rep.tokenizer_hash = tokenizer_hash(tok);
-  rep.tokenizer_vocab = tokenizer_vocab_size(tok);
-  infer_weights_bytes_by_component(weights, &rep.weights);
-  rep.threads = omp_get_max_threads();
-  std::string cpu = cpu_model_name();
-  rep.device = "cpu" + (cpu.empty() ? std::string() : " (" + cpu + ")") + ", " + std::to_string(rep.threads) +
-               " threads, ternary kernels " + ternary_backend();
-  char dt[256];
-  if (be == INFER_PACKED)
-    snprintf(dt, sizeof dt,
-             "%s weights (%.3f bits/weight incl. padding and gamma), int%d activations%s, %s embedding/norms/head",
-             rep.weights.projection_format.c_str(), rep.weights.projection_bits_per_weight, mc.act_bits,
-             mc.act_bits == 4 ? (mc.a4_scope == A4_HYBRID ? " (hybrid: o/down inputs int8)" : " (all projections)")
-                              : "",
-             rep.weights.embedding_dtype.c_str());
-  else
-    snprintf(dt, sizeof dt, "fp32%s", mc.weight_quant == WQ_TERNARY ? " (fake-quant ternary weights and activations)" : "");
-  rep.dtype = dt;
-  rep.sources["model"] = model_path;
-  rep.sources["tokenizer"] = tok_desc;
-
-  // ---- prompts and generation
-  PromptSource ps;
-  ps.file = arg_str(a, "prompts");
-  ps.split = TASK_SPLIT_EVAL;
-  ps.max_prompts = max_prompts;
-  ps.seed = (uint64_t)seed;
-  std::vector<PromptItem> prompts;
-  st = prompts_load(ps, &prompts, &rep.prompts_source);
+  EvaluateOptions eo;
+  eo.model_path = model_path;
+  eo.tokenizer_path = arg_str(a, "tokenizer");
+  eo.default_tokenizer_path = path_join(path_join(paths.root, "tokenizer"), "tokenizer.model");
+  eo.backend = be;
+  eo.prompts.file = arg_str(a, "prompts");
+  eo.prompts.split = TASK_SPLIT_EVAL;
+  eo.prompts.max_prompts = max_prompts;
+  eo.prompts.seed = (uint64_t)seed;
+  eo.gen.template_text = template_unescape(arg_str(a, "template"));
+  eo.gen.max_new_tokens = (int)max_new;
+  eo.gen.sampling.temperature = (float)temperature;
+  eo.gen.sampling.top_p = (float)top_p;
+  eo.gen.seed = (uint64_t)seed;
+  eo.gen.add_bos = bos;
+  eo.save_generations = save;
+  eo.untrained_reference = untrained;
+  eo.baseline_path = arg_str(a, "teacher-baseline");
+  if (eo.baseline_path.empty()) eo.baseline_path = path_join(paths.reports, "teacher_baseline.json");
+  eo.teacher_checkpoint = arg_str(a, "teacher-checkpoint");
+  eo.teacher_memory_gb = mem_gb;
+  eo.kd_eval = !no_kd;
+  eo.kd_shard = arg_str(a, "kd-eval-shard");
+  eo.kd_data_dir = kd_data_dir(c);
+  eo.agreement.max_examples = (int)kd_max;
+  eo.agreement.max_seq_len = (int)max_seq;
+  eo.agreement.max_topk = (int)max_topk;
+  eo.agreement.allow_tokenizer_mismatch = mismatch;
+  eo.notes = rep.notes;
+  st = evaluate_student(eo, &rep);
   if (!st.ok()) return cli_fail(a, st);
-  if (prompts.empty()) return cli_fail(a, errorf("no eval prompts (%s)", rep.prompts_source.c_str()));
-  rep.prompts_hash = prompts_hash(prompts);
-  rep.sources["prompts"] = rep.prompts_source;
-  EvalGenOptions go;
-  go.template_text = template_unescape(arg_str(a, "template"));
-  go.max_new_tokens = (int)max_new;
-  go.sampling.temperature = (float)temperature;
-  go.sampling.top_p = (float)top_p;
-  go.seed = (uint64_t)seed;
-  go.add_bos = bos;
-  rep.template_text = go.template_text;
-  rep.max_new_tokens = go.max_new_tokens;
-  rep.max_prompts = max_prompts;
-  rep.temperature = temperature;
-  rep.top_p = top_p;
-  rep.seed = (uint64_t)seed;
-  rep.save_generations = save;
-  BK_LOG_INFO("eval: %s (%s backend, %.2f MB of weights), %zu prompts from %s", model_path.c_str(),
-              rep.backend.c_str(), rep.weights.total / 1e6, prompts.size(), rep.prompts_source.c_str());
-  st = eval_generate(weights, tok, prompts, go, &rep.results);
-  if (!st.ok()) return cli_fail(a, st);
-  rep.throughput = eval_throughput(rep.results);
-
-  // ---- reference: the same shape with random weights, same prompts and scorers
-  if (untrained) {
-    Model m0;
-    InferWeights* w0 = nullptr;
-    rep.untrained_seed = (uint64_t)seed;
-    st = model_init(&m0, mc, rep.untrained_seed);
-    if (st.ok()) st = infer_weights_create(&m0, be, &w0);
-    std::vector<EvalPromptResult> r0;
-    if (st.ok()) {
-      BK_LOG_INFO("eval: untrained reference (random weights, seed %llu)", (unsigned long long)rep.untrained_seed);
-      st = eval_generate(w0, tok, prompts, go, &r0);
-      infer_weights_destroy(w0);
-    }
-    QualityComparison q0;
-    if (st.ok()) st = compare_quality(r0, nullptr, &q0);
-    if (!st.ok()) return cli_fail(a, with_context(st, "untrained reference"));
-    rep.have_untrained = true;
-    rep.untrained = q0.student;
-  }
-
-  // ---- teacher baseline: quality on the same prompts, TPS, memory
-  std::string bpath = arg_str(a, "teacher-baseline");
-  if (bpath.empty()) bpath = path_join(paths.reports, "teacher_baseline.json");
-  TeacherBaseline tb;
-  if (file_exists(bpath)) {
-    st = teacher_baseline_load(bpath, &tb);
-    if (!st.ok()) return cli_fail(a, st);
-    rep.have_baseline = true;
-    rep.baseline_path = bpath;
-    rep.teacher_model = tb.model;
-    rep.teacher_provider = tb.provider;
-    rep.teacher_tps = tb.avg_decode_tps;
-    rep.sources["teacher_quality"] = "responses in " + bpath + " rescored with the task scorers";
-    rep.sources["teacher_tps"] = bpath + " metrics.avg_decode_tps_8k";
-  } else {
-    std::string msg = "no teacher baseline at " + bpath + ": run `bitkd teacher` (make teacher) for teacher quality "
-                      "and TPS; qei is null until then";
-    BK_LOG_WARN("%s", msg.c_str());
-    rep.notes.push_back(msg);
-    rep.sources["teacher_quality"] = "none (no baseline)";
-  }
-  st = compare_quality(rep.results, rep.have_baseline ? &tb : nullptr, &rep.quality);
-  if (!st.ok()) return cli_fail(a, st);
-  if (rep.have_baseline && (rep.quality.student_only || rep.quality.teacher_only)) {
-    BK_LOG_WARN("%s", rep.quality.note.c_str());
-    rep.notes.push_back(rep.quality.note);
-  }
-  std::string tckpt = arg_str(a, "teacher-checkpoint");
-  if (!tckpt.empty()) {
-    st = measure_teacher(tckpt, &rep.teacher_memory_bytes);
-    if (!st.ok()) return cli_fail(a, st);
-    rep.teacher_memory_source = "measured: fp32 inference weight bytes of " + tckpt;
-  } else if (rep.have_baseline && tb.memory_bytes > 0) {
-    rep.teacher_memory_bytes = tb.memory_bytes;
-    rep.teacher_memory_source = bpath + " memory_teacher_constant" +
-                                (tb.memory_source.empty() ? std::string() : " (" + tb.memory_source + ")");
-  } else {
-    rep.teacher_memory_bytes = mem_gb * 1e9;
-    char buf[64];
-    snprintf(buf, sizeof buf, "TEACHER_MEMORY_GB=%g", mem_gb);
-    rep.teacher_memory_source = buf;
-  }
-  rep.sources["teacher_memory"] = rep.teacher_memory_source;
-  rep.sources["student_memory"] = "inference weight bytes of the " + rep.backend + " backend";
-
-  // ---- agreement with the teacher's distributions on a KD shard
-  if (no_kd) {
-    rep.agreement_reason = "skipped (--no-kd-eval)";
-  } else {
-    std::string shard = arg_str(a, "kd-eval-shard");
-    const bool explicit_shard = !shard.empty();
-    if (!explicit_shard) {
-      std::vector<std::string> shards = list_files(kd_data_dir(c), "kd_shard_", ".parquet");
-      if (!shards.empty()) shard = path_join(kd_data_dir(c), shards.back());
-    }
-    if (shard.empty()) {
-      rep.agreement_reason = "no KD shard in " + kd_data_dir(c) + " (run `bitkd collect`, or pass --kd-eval-shard)";
-    } else {
-      KdAgreementOptions ko;
-      ko.shard = shard;
-      ko.max_examples = (int)kd_max;
-      ko.max_seq_len = (int)max_seq;
-      ko.max_topk = (int)max_topk;
-      ko.allow_tokenizer_mismatch = mismatch;
-      st = kd_agreement_run(weights, tok, ko, &rep.agreement);
-      if (st.ok()) {
-        rep.have_agreement = true;
-        rep.sources["agreement"] = shard + (explicit_shard ? "" : " (the last shard; pass --kd-eval-shard for one the "
-                                                                  "student did not train on)");
-      } else if (explicit_shard) {
-        return cli_fail(a, st);
-      } else {
-        rep.agreement_reason = st.msg;
-        BK_LOG_WARN("agreement on %s: %s", shard.c_str(), st.msg.c_str());
-      }
-    }
-  }
 
   rep.peak_rss_bytes = peak_rss_bytes();
   rep.timestamp = utc_timestamp_iso();

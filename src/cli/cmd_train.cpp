@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
-#include "cli/kd_stream.h"
 #include "cli/train_flags.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -16,27 +15,12 @@
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/kd_loss.h"
+#include "train/kd_train.h"
 #include "train/trainer.h"
 
 namespace bk {
 
 namespace {
-
-// The KD half of a batch (the trainer's Batch holds tokens, mask, targets).
-struct KdAux {
-  int K = 0;
-  std::vector<uint8_t> kd_mask, is_struct;
-  std::vector<int32_t> topk_ids;
-  std::vector<float> topk_logprobs, other_logprob;
-};
-
-// Counters across the run, for health files, metrics and the summary.
-struct KdRunStats {
-  long long bad_kd = 0, other_clamped = 0, duplicate_ids = 0, kd_positions = 0, loss_calls = 0;
-  int64_t epoch = 0;
-  double kl_first = NAN, ce_first = NAN;
-  std::vector<double> recent_kl, recent_ce;  // the last grad_accum micro-batches
-};
 
 Status load_student_tokenizer(const Args& a, Tokenizer* tok, std::string* path) {
   *path = arg_str(a, "tokenizer");
@@ -67,13 +51,6 @@ Status kd_config_from_args(const Args& a, KdLossConfig* c) {
   if (!kd_divergence_from_name(div, &c->divergence))
     return errorf("KD_LOSS '%s' is unknown: use kl, reverse_kl or jsd", div.c_str());
   return kd_loss_config_validate(*c);
-}
-
-double mean_of(const std::vector<double>& v) {
-  if (v.empty()) return NAN;
-  double s = 0;
-  for (double x : v) s += x;
-  return s / (double)v.size();
 }
 
 nlohmann::ordered_json num_or_null(double v) {
@@ -115,36 +92,11 @@ int run_train(Args& a) {
     return cli_fail(a, errorf("--vocab %d is smaller than the student tokenizer's vocabulary (%d)", cfg.vocab_size,
                               tokenizer_vocab_size(tok)));
 
-  // The data: shards listed and their tokenizer hash checked by the loader.
-  KdStreamOptions so;
-  so.batch = opt.batch;
-  so.seq = opt.seq;
-  so.seed = opt.seed;
-  so.allow_tokenizer_mismatch = allow_mismatch;
-  KdStream stream;
-  st = kd_stream_open(a.cfg, so, tok, &stream);
+  KdTrainOptions ko;
+  st = loader_options_from_config(a.cfg, &ko.data);
   if (!st.ok()) return cli_fail(a, st);
-  const std::string data_dir = kd_stream_data_dir(stream);
-  KdShardScan scan;
-  st = kd_scan_shards(kd_stream_shards(stream), &scan);
-  if (!st.ok()) return cli_fail(a, st);
-  if (scan.rows == 0)
-    return cli_fail(a, errorf("%lld KD shard(s) in %s hold no readable teacher step (%lld bad rows%s%s): nothing to "
-                              "train on; collect traces with `bitkd collect`",
-                              (long long)scan.shards, data_dir.c_str(), (long long)scan.bad_rows,
-                              scan.first_bad.empty() ? "" : "; first: ", scan.first_bad.c_str()));
-  if (scan.valid_rows == 0 && lc.kd_weight > 0)
-    return cli_fail(a, errorf("all %lld teacher steps in %s are marked invalid (valid=false: non-finite logprobs or "
-                              "top-K mass outside (0, 1]): there is no teacher distribution to distil. Check the "
-                              "collector's stats (logs/collect_stats.json), or train on the responses alone with "
-                              "--kd-weight 0",
-                              (long long)scan.rows, data_dir.c_str()));
-  if (scan.bad_rows)
-    BK_LOG_WARN("train: %lld unreadable step row(s) will be skipped (first: %s)", (long long)scan.bad_rows,
-                scan.first_bad.c_str());
-  BK_LOG_INFO("train: %lld shard(s) in %s, %lld teacher steps (%lld valid, %lld invalid, %lld unreadable)",
-              (long long)scan.shards, data_dir.c_str(), (long long)scan.rows, (long long)scan.valid_rows,
-              (long long)(scan.rows - scan.valid_rows), (long long)scan.bad_rows);
+  ko.data.allow_tokenizer_mismatch = ko.data.allow_tokenizer_mismatch || allow_mismatch;
+  const std::string data_dir = ko.data.data_dir;
 
   ArtifactPaths paths = artifact_paths(a.cfg);
   opt.checkpoint_dir = arg_str(a, "out").empty() ? paths.checkpoints : arg_str(a, "out");
@@ -173,10 +125,7 @@ int run_train(Args& a) {
                                 opt.resume_from.c_str(), ck.max_seq_len, opt.seq));
     cfg = ck;
   } else {
-    st = model_init(&m, cfg, opt.seed);
-    if (!st.ok()) return cli_fail(a, st);
-    BK_LOG_INFO("train: student %s (%zu parameters), checkpoints in %s", model_config_to_json(cfg).c_str(),
-                model_num_params(m), opt.checkpoint_dir.c_str());
+    BK_LOG_INFO("train: student %s, checkpoints in %s", model_config_to_json(cfg).c_str(), opt.checkpoint_dir.c_str());
   }
   if (opt.flip_at_tokens > 0 && cfg.act_bits != 8) {
     // Fresh: the student starts at 4 or 0 bits. Resumed: the checkpoint is past
@@ -196,8 +145,6 @@ int run_train(Args& a) {
     nlohmann::ordered_json s;
     s["command"] = "train";
     s["data"] = data_dir;
-    s["shards"] = scan.shards;
-    s["teacher_steps"] = scan.rows;
     s["tokenizer"] = tok_path;
     s["tokenizer_hash"] = tokenizer_hash(tok);
     s["kd_loss"] = kd_divergence_name(lc.divergence);
@@ -207,7 +154,7 @@ int run_train(Args& a) {
     s["ce_weight"] = lc.ce_weight;
     s["format_weight"] = lc.format_weight;
     s["plain_ce_weight"] = lc.plain_ce_weight;
-    s["topk"] = kd_stream_topk(stream);
+    s["topk"] = ko.data.max_topk;
     s["batch"] = opt.batch;
     s["seq"] = opt.seq;
     s["grad_accum"] = opt.grad_accum;
@@ -219,121 +166,39 @@ int run_train(Args& a) {
     opt.summary_json = s.dump();
   }
 
-  KdAux aux;
-  KdRunStats rs;
-  rs.recent_kl.reserve(opt.grad_accum);
-  LoaderBatch kb;
-  TrainerCallbacks cb;
-  cb.next_batch = [&](Batch* b, Rng*) -> Status {
-    BK_TRY(kd_stream_next(&stream, &kb));
-    batch_resize(b, kb.B, kb.T);
-    b->tokens.swap(kb.tokens);
-    b->key_mask.swap(kb.key_mask);
-    b->targets.swap(kb.targets);
-    for (size_t i = 0; i < b->targets.size(); i++) b->weights[i] = b->targets[i] >= 0 ? 1.0f : 0.0f;
-    b->real_tokens = kb.loss_tokens;
-    aux.K = kb.K;
-    aux.kd_mask.swap(kb.kd_mask);
-    aux.is_struct.swap(kb.is_struct);
-    aux.topk_ids.swap(kb.topk_ids);
-    aux.topk_logprobs.swap(kb.topk_logprobs);
-    aux.other_logprob.swap(kb.other_logprob);
-    rs.epoch = kb.epoch;
-    b->user = &aux;
-    return ok_status();
-  };
-  cb.loss = [&](float* logits, const Batch& b, const Model& mm, LossResult* out) -> Status {
-    const KdAux* x = static_cast<const KdAux*>(b.user);
-    if (!x) return errorf("train: batch without KD targets");
-    KdTargets t;
-    t.n = b.batch * b.seq;
-    t.K = x->K;
-    t.targets = b.targets.data();
-    t.kd_mask = x->kd_mask.data();
-    t.is_struct = x->is_struct.data();
-    t.topk_ids = x->topk_ids.data();
-    t.topk_logprobs = x->topk_logprobs.data();
-    t.other_logprob = x->other_logprob.data();
-    KdLossParts p;
-    kd_loss_forward_backward(logits, mm.cfg.vocab_size, t, lc, &p);
-    out->loss = p.loss;
-    out->metrics = {{"kl", p.kd_mean}, {"ce", p.ce_mean}, {"format", p.format_mean}};
-    rs.bad_kd += p.bad_kd;
-    rs.other_clamped += p.other_clamped;
-    rs.duplicate_ids += p.duplicate_ids;
-    rs.kd_positions += p.kd_positions;
-    if (rs.loss_calls == 0) rs.kl_first = p.kd_mean, rs.ce_first = p.ce_mean;
-    rs.loss_calls++;
-    if ((int)rs.recent_kl.size() == opt.grad_accum) rs.recent_kl.erase(rs.recent_kl.begin()),
-                                                  rs.recent_ce.erase(rs.recent_ce.begin());
-    rs.recent_kl.push_back(p.kd_mean);
-    rs.recent_ce.push_back(p.ce_mean);
-    return ok_status();
-  };
-  auto position_json = [&]() {
-    nlohmann::ordered_json j;
-    j["batches"] = kd_stream_position(stream);
-    j["epoch"] = rs.epoch;
-    return j;
-  };
-  cb.save_position = [&]() { return position_json().dump(); };
-  cb.restore_position = [&](const std::string& s) -> Status {
-    int64_t start = 0;
-    try {
-      nlohmann::json j = nlohmann::json::parse(s);
-      start = j.at("batches").get<int64_t>();
-    } catch (const std::exception& e) {
-      return errorf("data_position '%s' is not a KD training position (%s)", s.c_str(), e.what());
-    }
-    KdStreamOptions ro = so;
-    ro.start_batch = start;
-    BK_LOG_INFO("train: resuming the data stream after %lld batches", (long long)start);
-    return kd_stream_open(a.cfg, ro, tok, &stream);
-  };
-  cb.extra_json = [&]() {
-    nlohmann::ordered_json j;
-    j["kd_loss"] = kd_divergence_name(lc.divergence);
-    j["kd_weight"] = lc.kd_weight;
-    nlohmann::ordered_json ls = nlohmann::ordered_json::parse(kd_stream_stats_json(stream));
-    const long long bad_rows = ls.value("bad_step_rows", 0LL);
-    j["nan_guards"] = rs.bad_kd + bad_rows;
-    j["bad_kd_buckets"] = rs.bad_kd;
-    j["bad_step_rows"] = bad_rows;
-    j["other_clamped"] = rs.other_clamped;
-    j["kd_positions"] = rs.kd_positions;
-    j["data_position"] = position_json();
-    return j.dump();
-  };
-  TrainResult r;
-  st = trainer_run(&m, opt, cb, &r);
+  ko.trainer = opt;
+  ko.loss = lc;
+  ko.model = cfg;
+  KdTrainResult r;
+  st = kd_train_run(ko, tok, &m, &r);
   if (!st.ok()) return cli_fail(a, st);
-  BK_LOG_INFO("train: data: %s", kd_stream_stats_line(stream).c_str());
-  if (opt.flip_at_tokens > 0 && !r.flip.flip_done)
+  BK_LOG_INFO("train: data: %s", r.data_stats_line.c_str());
+  if (opt.flip_at_tokens > 0 && !r.train.flip.flip_done)
     BK_LOG_WARN("train: stopped at %lld real seen tokens, before the A8 -> A4 flip at %lld (FLIP_FRACTION x "
                 "BUDGET_TOKENS): the student still uses %d-bit activations",
-                r.seen_tokens, opt.flip_at_tokens, m.cfg.act_bits);
+                r.train.seen_tokens, opt.flip_at_tokens, m.cfg.act_bits);
 
   nlohmann::ordered_json out;
-  out["checkpoint"] = r.last_checkpoint;
-  out["steps"] = r.steps_done;
-  out["steps_this_run"] = r.steps_this_run;
-  out["first_loss"] = num_or_null(r.first_loss);
-  out["last_loss"] = num_or_null(r.last_loss);
-  out["first_kl"] = num_or_null(rs.kl_first);
-  out["last_kl"] = num_or_null(mean_of(rs.recent_kl));
-  out["first_ce"] = num_or_null(rs.ce_first);
-  out["last_ce"] = num_or_null(mean_of(rs.recent_ce));
-  out["seen_tokens"] = r.seen_tokens;
-  out["flip_done"] = r.flip.flip_done;
-  out["flip_step"] = r.flip.flip_step;
-  out["flip_tokens"] = r.flip.flip_tokens;
-  out["act_bits"] = m.cfg.act_bits;
-  out["skipped_steps"] = r.skipped;
-  out["nan_guards"] = nlohmann::ordered_json::parse(cb.extra_json())["nan_guards"];
-  out["tokens_per_s"] = r.tokens_per_s;
-  out["wall_s"] = r.wall_s;
+  out["checkpoint"] = r.train.last_checkpoint;
+  out["steps"] = r.train.steps_done;
+  out["steps_this_run"] = r.train.steps_this_run;
+  out["first_loss"] = num_or_null(r.train.first_loss);
+  out["last_loss"] = num_or_null(r.train.last_loss);
+  out["first_kl"] = num_or_null(r.first_kl);
+  out["last_kl"] = num_or_null(r.last_kl);
+  out["first_ce"] = num_or_null(r.first_ce);
+  out["last_ce"] = num_or_null(r.last_ce);
+  out["seen_tokens"] = r.train.seen_tokens;
+  out["flip_done"] = r.train.flip.flip_done;
+  out["flip_step"] = r.train.flip.flip_step;
+  out["flip_tokens"] = r.train.flip.flip_tokens;
+  out["act_bits"] = r.act_bits;
+  out["skipped_steps"] = r.train.skipped;
+  out["nan_guards"] = r.nan_guards;
+  out["tokens_per_s"] = r.train.tokens_per_s;
+  out["wall_s"] = r.train.wall_s;
   out["metrics"] = opt.metrics_path;
-  out["data"] = nlohmann::ordered_json::parse(kd_stream_stats_json(stream));
+  out["data"] = nlohmann::ordered_json::parse(r.data_stats_json);
   printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -187,7 +187,18 @@ static int run_main(int argc, char** argv) {
   st = config_int(a.cfg, "THREADS", &threads);
   if (!st.ok()) return cli_fail(a, st);
   if (threads > 0) omp_set_num_threads((int)threads);
-  return cmd->run(a);
+  const int rc = cmd->run(a);
+  // What this command read from the configuration, for `bitkd pipeline`'s
+  // stage fingerprints (one name per line, appended).
+  const char* reads_path = getenv("BITKD_CONFIG_READS");
+  if (reads_path && *reads_path) {
+    FILE* f = fopen(reads_path, "a");
+    if (f) {
+      for (const std::string& n : a.cfg.reads) fprintf(f, "%s\n", n.c_str());
+      fclose(f);
+    }
+  }
+  return rc;
 }
 
 }  // namespace bk

@@ -93,8 +93,7 @@ Status model_config_from_args(const Args& a, int default_vocab, int seq, ModelCo
   bool has_head_dim_flag = false;
   for (const Flag& f : a.cmd->flags) has_head_dim_flag |= std::string(f.name) == "head-dim";
   if (has_head_dim_flag) {
-    auto it = a.cfg.sources.find("MINI_HEAD_DIM");
-    if (it != a.cfg.sources.end() && it->second != SRC_DEFAULT) BK_TRY(get_int(a, "head-dim", &c.head_dim));
+    if (config_source(a.cfg, "MINI_HEAD_DIM") != SRC_DEFAULT) BK_TRY(get_int(a, "head-dim", &c.head_dim));
   }
   std::string act = arg_str(a, "ffn-act");
   if (act == "swiglu") c.ffn_act = FFN_SWIGLU;
@@ -157,8 +156,7 @@ Status trainer_options_from_args(const Args& a, TrainerOptions* o) {
   BK_TRY(arg_int(a, "tmax", &v));
   s.t_max = (long)v;
   auto src = [&](const char* var) {
-    auto it = a.cfg.sources.find(var);
-    return it == a.cfg.sources.end() ? SRC_DEFAULT : it->second;
+    return config_source(a.cfg, var);
   };
   // The PoC kept T_max and TOTAL_STEPS separate; a user who only changes the
   // step count expects the decay to span it.

@@ -281,6 +281,28 @@ QeiResult qei_compute(double qs, double qt, double ms, double mt, double tps_s, 
   return r;
 }
 
+std::vector<QeiGate> qei_gates(double qs, double qt, const QeiResult& qr, double json_validity, int json_n) {
+  auto st = [](bool known, bool ok) { return !known ? "not_evaluated" : ok ? "pass" : "fail"; };
+  auto f = [](double v) {
+    char b[32];
+    snprintf(b, sizeof b, "%.3g", v);
+    return std::string(std::isfinite(v) ? b : "n/a");
+  };
+  std::vector<QeiGate> g;
+  g.push_back({"qei_ge_0.2", "QEI >= 0.2", st(qr.qei.defined, qr.qei.value >= 0.2),
+               qr.qei.defined ? "QEI " + f(qr.qei.value) : qr.qei.reason});
+  g.push_back({"qei_speed_ge_0.1", "QEI_speed >= 0.1", st(qr.qei_speed.defined, qr.qei_speed.value >= 0.1),
+               qr.qei_speed.defined ? "QEI_speed " + f(qr.qei_speed.value) : qr.qei_speed.reason});
+  // With a teacher that scores 0 the ratio says nothing: not a pass.
+  const bool q_known = std::isfinite(qs) && std::isfinite(qt) && qt > 0;
+  g.push_back({"quality_ge_0.8_teacher", "Qs >= 0.8 Qt", st(q_known, qs >= 0.8 * qt),
+               "Qs " + f(qs) + " vs 0.8 x Qt = " + f(0.8 * qt) + (std::isfinite(qt) && qt <= 0 ? " (teacher scores 0)" : "")});
+  g.push_back({"json_validity_ge_0.95", "student JSON validity >= 95%", st(json_n > 0, json_validity >= 0.95),
+               json_n > 0 ? f(100 * json_validity) + "% of " + std::to_string(json_n) + " JSON answers valid"
+                          : "no JSON task scored"});
+  return g;
+}
+
 // ---- agreement --------------------------------------------------------------------
 
 bool kd_bucket_kl(const float* logits, int vocab, const int32_t* ids, const float* logprobs, int K, float other_logprob,
@@ -492,12 +514,10 @@ std::string eval_report_json(const EvalReport& r) {
       "student_tps / teacher_tps. Quality: mean task score over the prompts both sides answered (results with "
       "counted = true); memory: weight bytes held for inference, GB = 1e9 bytes; TPS: mean over prompts of generated "
       "tokens / generation time (the teacher baseline's definition)";
-  qm["gates"] = {{"qei_ge_0.2", qr.qei.defined ? json(qr.qei.value >= 0.2) : json(nullptr)},
-                 {"qei_speed_ge_0.1", qr.qei_speed.defined ? json(qr.qei_speed.value >= 0.1) : json(nullptr)},
-                 {"quality_ge_0.8_teacher",
-                  std::isfinite(qs) && std::isfinite(qt) && qt > 0 ? json(qs >= 0.8 * qt) : json(nullptr)},
-                 {"json_validity_ge_0.95",
-                  q.student.json_n ? json(q.student.json_validity >= 0.95) : json(nullptr)}};
+  json gates = json::object();
+  for (const QeiGate& g : qei_gates(qs, qt, qr, q.student.json_validity, q.student.json_n))
+    gates[g.key] = {{"item", g.item}, {"status", g.status}, {"detail", g.detail}};
+  qm["gates"] = gates;
   j["qei_metrics"] = qm;
 
   json res = json::array();

@@ -128,6 +128,19 @@ struct QeiResult {
 // TPSt = 0 leave the value undefined with the reason.
 QeiResult qei_compute(double qs, double qt, double ms_gb, double mt_gb, double tps_s, double tps_t);
 
+// The PoC's acceptance gates, one definition: eval writes them into its
+// report (qei_metrics.gates) and the pipeline summary shows them from there.
+// A gate whose inputs are unknown is not evaluated, never a pass.
+struct QeiGate {
+  const char* key;     // "qei_ge_0.2", ...
+  const char* item;    // "QEI >= 0.2"
+  const char* status;  // "pass", "fail" or "not_evaluated"
+  std::string detail;  // the measured values it compared
+};
+// json_validity: the student's share of valid JSON answers over json_n JSON
+// tasks (json_n 0: none scored).
+std::vector<QeiGate> qei_gates(double qs, double qt, const QeiResult& qr, double json_validity, int json_n);
+
 // ---- agreement with teacher distributions on a KD shard ----------------------------
 
 struct KdAgreementOptions {

@@ -173,16 +173,16 @@ static const std::vector<ConfigVar> k_vars = {
     {"DRYRUN_MAX_ALLOC_FRAC", "0.85", "dryrun", "Accepted for compatibility"},
     // `bitkd pipeline` / `make run` (the embedded default). Empty: the PIPELINE_SCALE preset.
     {"PIPELINE_SCALE", "1", "pipeline",
-     "Size of `bitkd pipeline`: 1 (about 20 min on 2 cores), 2, 4, ... multiply teacher and student steps, tasks and "
-     "KD prompts; tiny = a 1-2 minute smoke run"},
-    {"PIPELINE_TEACHER_DIM", "", "pipeline", "Local float teacher hidden size (preset 256; heads = dim / 64)"},
-    {"PIPELINE_TEACHER_LAYERS", "", "pipeline", "Local float teacher layers (preset 4)"},
-    {"PIPELINE_TEACHER_STEPS", "", "pipeline", "Local teacher pretraining steps (preset 600 x PIPELINE_SCALE)"},
-    {"PIPELINE_TEACHER_LR", "", "pipeline", "Local teacher peak learning rate (preset 2e-3)"},
-    {"PIPELINE_TEACHER_VOCAB", "", "pipeline", "Local teacher tokenizer vocabulary (preset 2048)"},
-    {"PIPELINE_TEACHER_TOKENIZER_TYPE", "", "pipeline", "Local teacher tokenizer type (preset bpe)"},
-    {"PIPELINE_STUDENT_VOCAB", "", "pipeline", "Student tokenizer vocabulary when TOKENIZER_NAME is empty (preset 768)"},
-    {"PIPELINE_STUDENT_TOKENIZER_TYPE", "", "pipeline", "Student tokenizer type (preset unigram)"},
+     "Size of `bitkd pipeline`: 1 (about 15 min on 2 cores), 2, 4, ... multiply teacher and student steps, tasks and "
+     "KD prompts (the presets marked x scale); tiny = a 1-2 minute smoke run"},
+    {"PIPELINE_TEACHER_DIM", "", "pipeline", "Local float teacher hidden size (empty: the pipeline preset; heads = dim / 32)"},
+    {"PIPELINE_TEACHER_LAYERS", "", "pipeline", "Local float teacher layers (empty: the pipeline preset)"},
+    {"PIPELINE_TEACHER_STEPS", "", "pipeline", "Local teacher pretraining steps (empty: the pipeline preset)"},
+    {"PIPELINE_TEACHER_LR", "", "pipeline", "Local teacher peak learning rate (empty: the pipeline preset)"},
+    {"PIPELINE_TEACHER_VOCAB", "", "pipeline", "Local teacher tokenizer vocabulary (empty: the pipeline preset)"},
+    {"PIPELINE_TEACHER_TOKENIZER_TYPE", "", "pipeline", "Local teacher tokenizer type (empty: the pipeline preset)"},
+    {"PIPELINE_STUDENT_VOCAB", "", "pipeline", "Student tokenizer vocabulary when TOKENIZER_NAME is empty (empty: the pipeline preset)"},
+    {"PIPELINE_STUDENT_TOKENIZER_TYPE", "", "pipeline", "Student tokenizer type (empty: the pipeline preset)"},
 };
 
 const std::vector<ConfigVar>& config_vars() { return k_vars; }
@@ -276,6 +276,7 @@ Status config_load(Config* c, const std::string& dotenv_path, const std::map<std
   c->values.clear();
   c->sources.clear();
   c->dotenv_path.clear();
+  c->reads.clear();
   for (const ConfigVar& v : k_vars) config_set(c, v.name, v.default_value, SRC_DEFAULT);
   if (!dotenv_path.empty() && file_exists(dotenv_path)) {
     std::string text;
@@ -303,12 +304,24 @@ Status config_load(Config* c, const std::string& dotenv_path, const std::map<std
   return ok_status();
 }
 
+ConfigSource config_source(const Config& c, const std::string& name) {
+  c.reads.insert(name);
+  auto it = c.sources.find(name);
+  return it == c.sources.end() ? SRC_DEFAULT : it->second;
+}
+
+bool config_user_set(const Config& c, const std::string& name) {
+  return config_source(c, name) != SRC_DEFAULT && config_has(c, name);
+}
+
 bool config_has(const Config& c, const std::string& name) {
+  c.reads.insert(name);
   auto it = c.values.find(name);
   return it != c.values.end() && !it->second.empty();
 }
 
 std::string config_str(const Config& c, const std::string& name, const std::string& fallback) {
+  c.reads.insert(name);
   auto it = c.values.find(name);
   if (it == c.values.end() || it->second.empty()) return fallback;
   return it->second;

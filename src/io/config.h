@@ -3,6 +3,7 @@
 // Every variable bitkd reads is registered in one table (config.cpp) with its
 // default and help text; `bitkd check-env` and the README are generated from it.
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct Config {
   std::map<std::string, std::string> values;
   std::map<std::string, ConfigSource> sources;
   std::string dotenv_path;  // the .env actually read ("" if none)
+  // Every name looked up through the getters below: what a command reads.
+  // `bitkd pipeline` fingerprints a stage by the values of what its commands
+  // read (BITKD_CONFIG_READS, cli/main.cpp).
+  mutable std::set<std::string> reads;
 };
 
 // Parses KEY=VALUE lines (comments, blank lines, `export `, single/double quotes).
@@ -45,6 +50,10 @@ Status config_load(Config* c, const std::string& dotenv_path, const std::map<std
 void config_set(Config* c, const std::string& name, const std::string& value, ConfigSource src);
 
 bool config_has(const Config& c, const std::string& name);  // set and non-empty
+// Where the value came from (SRC_DEFAULT when never set).
+ConfigSource config_source(const Config& c, const std::string& name);
+// Set by the user (flag, environment or .env) to a non-empty value.
+bool config_user_set(const Config& c, const std::string& name);
 std::string config_str(const Config& c, const std::string& name, const std::string& fallback = "");
 // Numeric getters: an unparsable value is an error naming the variable and its source.
 Status config_int(const Config& c, const std::string& name, long long* out);

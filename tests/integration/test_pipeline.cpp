@@ -82,8 +82,8 @@ void expect_gate(const json& c, const json& value, double threshold) {
   else EXPECT_EQ(c["status"], value.get<double>() >= threshold ? "pass" : "fail") << c << " value " << value;
 }
 
-const std::vector<std::string> kStages = {"tasks", "tokenizers", "pretrain", "teacher",
-                                          "collect", "train", "eval", "dryrun"};
+const std::vector<std::string> kStages = {"tasks",   "tokenizers", "pretrain", "teacher", "collect",
+                                          "heldout", "train",      "eval",     "dryrun"};
 
 TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
   const std::string dir = bk_test::scratch_dir("pipeline_tiny");
@@ -120,8 +120,8 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
     EXPECT_GT(s["duration_s"].get<double>(), 0.0) << s;
     EXPECT_FALSE(s["commands"].empty()) << s;
     EXPECT_NE(s["commands"][0].get<std::string>().find(" " + (kStages[i] == "tokenizers" ? std::string("tokenizer train")
-                                                              : kStages[i] == "tasks" ? std::string("tasks")
-                                                                                      : kStages[i])),
+                                                              : kStages[i] == "heldout" ? std::string("collect")
+                                                                                        : kStages[i])),
               std::string::npos)
         << s["commands"][0];
   }
@@ -210,13 +210,36 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
   // Numbers of skipped stages still come from their outputs.
   EXPECT_EQ(sum2["key_numbers"], sum["key_numbers"]);
 
-  // A setting only eval reads: eval reruns, everything before it is skipped.
+  // The held-out prompt count: their traces and eval rerun, nothing else.
   rc = bk_test::run_command(pipeline_cmd(dir, "EVAL_MAX_PROMPTS=8", ""), &out);
   ASSERT_EQ(rc, 0) << out;
   json sum3 = load(art + "/reports/pipeline_summary.json");
   for (const std::string& s : kStages)
-    EXPECT_EQ(stage(sum3, s)["status"], s == "eval" ? "ok" : "skipped") << s << "\n" << out;
+    EXPECT_EQ(stage(sum3, s)["status"], s == "eval" || s == "heldout" ? "ok" : "skipped") << s << "\n" << out;
   EXPECT_EQ(load(ckpt_report)["eval_config"]["total_prompts"].get<long long>(), 8);
+
+  // Every variable `bitkd train` read is in the train stage's fingerprint,
+  // recorded by the command itself, including the ones no flag sets.
+  json stamp = load(art + "/stamps/train.json");
+  const json& read = stamp["inputs"]["config"];
+  for (const char* v : {"ADAM_EPS", "KD_PACK", "MINI_WEIGHT_QUANT", "MINI_HEAD_DIM", "SCHEDULER_TMAX",
+                        "WEIGHT_DECAY_EMBEDDINGS", "WEIGHT_DECAY_NORMS", "KD_TAU", "FLIP_FRACTION"})
+    EXPECT_TRUE(read.contains(v)) << v << " missing from " << read.dump();
+  EXPECT_FALSE(read.contains("OPENAI_API_KEY")) << "secrets never reach a stamp";
+  // Changing any of them reruns train (and what reads it), never what comes before.
+  std::string env = "EVAL_MAX_PROMPTS=8";
+  for (const char* change : {"ADAM_EPS=1e-7", "SCHEDULER_TMAX=77", "KD_TAU=1.5"}) {
+    env += std::string(" ") + change;
+    rc = bk_test::run_command(pipeline_cmd(dir, env, "--until train"), &out);
+    ASSERT_EQ(rc, 0) << out;
+    json sum4 = load(art + "/reports/pipeline_summary.json");
+    EXPECT_EQ(stage(sum4, "train")["status"], "ok") << change << "\n" << out;
+    for (const char* before : {"tasks", "tokenizers", "pretrain", "teacher", "collect", "heldout"})
+      EXPECT_EQ(stage(sum4, before)["status"], "skipped") << change << " " << before;
+    EXPECT_NE(out.find(std::string("inputs changed: ") + std::string(change).substr(0, std::string(change).find('='))),
+              std::string::npos)
+        << out;
+  }
 }
 
 TEST(Pipeline, FailingStageIsNamedWithItsLog) {
@@ -298,7 +321,7 @@ TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
   EXPECT_EQ(stage(sum, "pretrain")["status"], "not_needed");
   EXPECT_FALSE(exists(dir + "/artifacts/teacher")) << "no local teacher is trained";
   EXPECT_FALSE(exists(dir + "/artifacts/logs/serve.log")) << "no local server is started";
-  for (const char* s : {"tasks", "tokenizers", "teacher", "collect", "train", "eval", "dryrun"})
+  for (const char* s : {"tasks", "tokenizers", "teacher", "collect", "heldout", "train", "eval", "dryrun"})
     EXPECT_EQ(stage(sum, s)["status"], "ok") << s;
   json base = load(dir + "/artifacts/reports/teacher_baseline.json");
   EXPECT_EQ(base["model"], "my-teacher");

@@ -18,7 +18,10 @@
 #include "testutil/spm_fixture.h"
 #include "testutil/testutil.h"
 #include "tokenizer/tokenizer.h"
+#include "io/config.h"
+#include "kernels/cpu/kernels.h"
 #include "train/checkpoint.h"
+#include "train/kd_train.h"
 
 using namespace bk;
 
@@ -370,4 +373,60 @@ TEST(TrainKd, GradientAccumulationConsumesMicroBatches) {
   nlohmann::json h = read_json(checkpoint_health_path(checkpoint_path_for_step(out, 5)));
   EXPECT_EQ(h["data_position"]["batches"], 15);  // 5 steps x 3 micro-batches
   EXPECT_TRUE(std::isfinite(h["last_loss"].get<double>()));
+}
+
+// The same training through the library entry point (no binary): an
+// interrupted run resumed from its checkpoint ends bit for bit where an
+// uninterrupted one does.
+TEST(KdTrainLibrary, ExactResumeWithoutTheBinary) {
+  const Fixture& f = fx();
+  const std::string data = f.dir + "/data_lib";
+  write_shards(data, 24, Shape::normal);
+  auto options = [&](const std::string& out, long steps) {
+    KdTrainOptions o;
+    Config defaults;
+    EXPECT_TRUE(config_load(&defaults, "", {}).ok());
+    EXPECT_TRUE(loader_options_from_config(defaults, &o.data).ok());
+    o.data.data_dir = data;
+    o.trainer.label = "lib";
+    o.trainer.batch = 4;
+    o.trainer.seq = 32;
+    o.trainer.total_steps = steps;
+    o.trainer.sched.lr_peak = 3e-3;
+    o.trainer.sched.t_max = 8;
+    o.trainer.checkpoint_dir = out;
+    o.trainer.checkpoint_interval = 1;
+    o.trainer.keep_checkpoints = 0;
+    o.trainer.flip_at_tokens = 60;
+    o.trainer.progress = false;
+    o.model.vocab_size = tokenizer_vocab_size(f.tok);
+    o.model.dim = 32;
+    o.model.n_layers = 1;
+    o.model.n_heads = 2;
+    o.model.n_kv_heads = 2;
+    o.model.head_dim = 16;
+    o.model.ffn_dim = 64;
+    o.model.max_seq_len = 32;
+    o.model.weight_quant = WQ_TERNARY;
+    o.model.act_bits = 8;
+    return o;
+  };
+  kernels_set_threads(1);
+  Model full;
+  KdTrainResult rf;
+  ASSERT_TRUE(kd_train_run(options(f.dir + "/lib_full", 8), f.tok, &full, &rf).ok());
+  EXPECT_TRUE(rf.train.flip.flip_done);
+  Model part;
+  KdTrainResult rp;
+  ASSERT_TRUE(kd_train_run(options(f.dir + "/lib_part", 3), f.tok, &part, &rp).ok());
+  KdTrainOptions again = options(f.dir + "/lib_part", 8);
+  again.trainer.resume_from = checkpoint_find_latest(f.dir + "/lib_part");
+  ASSERT_FALSE(again.trainer.resume_from.empty());
+  Model resumed;
+  ASSERT_TRUE(kd_train_run(again, f.tok, &resumed, &rp).ok());
+  kernels_set_threads(0);
+  EXPECT_EQ(rp.train.steps_done, 8);
+  EXPECT_EQ(rp.train.seen_tokens, rf.train.seen_tokens);
+  EXPECT_EQ(rp.train.flip.flip_step, rf.train.flip.flip_step);
+  EXPECT_TRUE(resumed.params == full.params) << "the resumed run differs from the uninterrupted one";
 }

@@ -501,4 +501,25 @@ int64_t loader_position(const KdLoader& l) { return l.impl ? l.impl->delivered :
 const LoaderStats& loader_stats(const KdLoader& l) { return l.impl->stats; }
 const std::vector<std::string>& loader_shards(const KdLoader& l) { return l.impl->shards; }
 
+Status loader_count_targets(LoaderOptions opt, const Tokenizer& student, double* mean_per_example,
+                            int64_t* examples) {
+  opt.loop = false;
+  opt.start_batch = 0;
+  KdLoader l;
+  BK_TRY(loader_open(opt, student, &l));
+  int64_t tokens = 0, rows = 0;
+  for (;;) {
+    LoaderBatch b;
+    bool done = false;
+    BK_TRY(loader_next(&l, &b, &done));
+    if (done) break;
+    tokens += b.loss_tokens;
+    rows += b.B;
+  }
+  if (rows == 0) return errorf("no training example in %s", opt.data_dir.c_str());
+  *mean_per_example = (double)tokens / (double)rows;
+  *examples = rows;
+  return ok_status();
+}
+
 }  // namespace bk

@@ -110,6 +110,11 @@ Status loader_next(KdLoader* l, LoaderBatch* out, bool* done);
 // position to store in a checkpoint and pass back as start_batch.
 int64_t loader_position(const KdLoader& l);
 const LoaderStats& loader_stats(const KdLoader& l);
+// Target tokens (positions with a loss) per example over one pass of the
+// data with these options, exactly as training counts its seen tokens:
+// what the A8 -> A4 flip budget is measured in.
+Status loader_count_targets(LoaderOptions opt, const Tokenizer& student, double* mean_per_example,
+                            int64_t* examples);
 // The step shards in stream order of epoch 0 (after listing).
 const std::vector<std::string>& loader_shards(const KdLoader& l);
 

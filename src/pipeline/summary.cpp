@@ -1,25 +1,20 @@
 // reports/pipeline_summary.json and the text `bitkd pipeline` prints at the end.
-// Every number comes from a report or a stage's own output; a gate whose
-// inputs are missing is "not_measured", never a pass.
+// Every number comes from a report or a stage's own output; a check whose
+// inputs are missing is "not_measured", never a pass. The QEI gates are
+// eval's own (eval/eval.h qei_gates), read from its report.
 #include <cmath>
 #include <cstdio>
 #include <map>
-#include <nlohmann/json.hpp>
 
-#include "cli/pipeline.h"
 #include "core/fs.h"
+#include "core/timing.h"
 #include "core/version.h"
+#include "kernels/cpu/kernels.h"
+#include "pipeline/internal.h"
 
 namespace bk {
 
 namespace {
-
-using ojson = nlohmann::ordered_json;
-
-ojson parse_or_empty(const std::string& text) {
-  ojson j = ojson::parse(text.empty() ? std::string("{}") : text, nullptr, false);
-  return j.is_object() ? j : ojson::object();
-}
 
 bool load(const std::string& path, ojson* out) {
   std::string text;
@@ -49,15 +44,6 @@ std::string fmt(double v, const char* f = "%.3g") {
 
 std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, "%.1f") + "%" : "n/a"; }
 
-std::string fmt_duration(double s) {
-  char buf[32];
-  if (!(s >= 0)) return "-";
-  if (s < 60) snprintf(buf, sizeof buf, "%.1fs", s);
-  else if (s < 3600) snprintf(buf, sizeof buf, "%dm%02ds", (int)(s / 60), (int)s % 60);
-  else snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), ((int)s % 3600) / 60);
-  return buf;
-}
-
 std::string bytes_h(double b) {
   if (!std::isfinite(b)) return "n/a";
   if (b >= 1024.0 * 1024 * 1024) return fmt(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB";
@@ -79,12 +65,12 @@ std::string status_of(bool measured, bool ok) { return !measured ? "not_measured
 
 }  // namespace
 
-Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const PipelineFacts& f, std::string* json_text,
-                              std::string* human_text) {
+Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string* json_text, std::string* human_text) {
+  const std::vector<PipelineStage>& stages = cx.stages;
   std::map<std::string, ojson> nums;
   std::map<std::string, const PipelineStage*> by_name;
   for (const PipelineStage& s : stages) {
-    nums[s.name] = parse_or_empty(s.numbers_json);
+    nums[s.name] = s.numbers.is_object() ? s.numbers : ojson::object();
     by_name[s.name] = &s;
   }
   auto stage_ok = [&](const char* n) {
@@ -191,18 +177,29 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
                       fmt(mt, "%.4g") + " GB (" + (msrc.empty() ? std::string("source unknown") : msrc) + ")"});
   }
   {
-    bool tiny = f.scale == "tiny";
+    bool tiny = cx.plan.tiny;
     cl.push_back({tiny ? "dry run (small shape, tiny run) within 3 GiB" : "7B dry run within 3 GiB peak RSS",
                   status_of(std::isfinite(dr_rss), dr_rss <= 3.0 * 1024 * 1024 * 1024),
                   params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss)});
   }
-  cl.push_back({"gate: QEI >= 0.2", status_of(std::isfinite(qei), qei >= 0.2), "QEI " + fmt(qei)});
-  cl.push_back({"gate: QEI_speed >= 0.1", status_of(std::isfinite(qei_speed), qei_speed >= 0.1), "QEI_speed " + fmt(qei_speed)});
-  // With a teacher that scores 0 the ratio says nothing: not a pass.
-  cl.push_back({"gate: Qs >= 0.8 Qt", status_of(std::isfinite(qs) && std::isfinite(qt) && qt > 0, qs >= 0.8 * qt),
-                "Qs " + fmt(qs) + " vs 0.8 x Qt = " + fmt(0.8 * qt) + (std::isfinite(qt) && qt <= 0 ? " (teacher scores 0)" : "")});
-  cl.push_back({"gate: student JSON validity >= 95%", status_of(std::isfinite(json_s), json_s >= 0.95),
-                "student " + pct(json_s) + ", teacher " + pct(json_t)});
+  // The gates as eval evaluated them.
+  {
+    const ojson* gates = have_eval && eval.contains("qei_metrics") && eval["qei_metrics"].contains("gates")
+                             ? &eval["qei_metrics"]["gates"]
+                             : nullptr;
+    for (const char* key : {"qei_ge_0.2", "qei_speed_ge_0.1", "quality_ge_0.8_teacher", "json_validity_ge_0.95"}) {
+      if (!gates || !gates->contains(key) || !(*gates)[key].is_object()) {
+        cl.push_back({std::string("gate: ") + key, "not_measured", "no eval report"});
+        continue;
+      }
+      const ojson& g = (*gates)[key];
+      const std::string status = g.value("status", "");
+      std::string detail = g.value("detail", "");
+      if (std::string(key) == "json_validity_ge_0.95") detail += "; teacher " + pct(json_t);
+      cl.push_back({"gate: " + g.value("item", std::string(key)), status == "not_evaluated" ? "not_measured" : status,
+                    detail});
+    }
+  }
 
   // ---- JSON
   ojson j;
@@ -213,11 +210,14 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
   j["finished"] = f.finished;
   j["wall_s"] = f.wall_s;
   j["bitkd_version"] = BITKD_VERSION;
-  j["machine"] = f.machine;
-  j["threads"] = f.threads;
-  j["scale"] = f.scale;
-  j["teacher"] = {{"mode", f.teacher_mode}, {"description", f.teacher_desc}};
-  j["settings"] = parse_or_empty(f.settings_json);
+  const KernelInfo& ki = kernels_info();
+  j["machine"] = (ki.cpu.empty() ? std::string("unknown CPU") : ki.cpu) + ", " +
+                 std::to_string(hardware_threads()) + " hardware threads, " + ki.vector_isa + ", " + ki.blas_family +
+                 " BLAS kernels";
+  j["threads"] = config_str(cx.cfg, "THREADS", "0");
+  j["scale"] = cx.plan.scale_name;
+  j["teacher"] = {{"mode", cx.local_teacher ? "local" : "external"}, {"description", cx.teacher_desc}};
+  j["settings"] = cx.plan.settings;
   ojson st = ojson::array();
   double ran_s = 0;
   for (const PipelineStage& s : stages) {
@@ -232,12 +232,12 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     if (!s.log.empty()) e["log"] = s.log;
     if (!s.fingerprint.empty()) e["fingerprint"] = s.fingerprint;
     e["commands"] = s.commands;
-    e["numbers"] = parse_or_empty(s.numbers_json);
+    e["numbers"] = s.numbers;
     st.push_back(e);
     ran_s += s.duration_s;
   }
   j["stages"] = st;
-  j["server_cpu_s"] = f.server_cpu_s;
+  j["server_cpu_s"] = cx.server_cpu_s;
   j["key_numbers"] = k;
   ojson cj = ojson::array();
   int pass = 0, fail = 0, nm = 0;
@@ -270,6 +270,9 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
     else if (s.name == "teacher" && n.contains("quality"))
       note = "quality " + fmt(num(n, {"quality"})) + ", JSON valid " + pct(num(n, {"json_validity"})) + ", " +
              fmt(num(n, {"avg_decode_tps"}), "%.0f") + " tok/s";
+    else if (s.name == "heldout" && n.contains("steps"))
+      note = fmt(num(n, {"prompts_ok"}), "%.0f") + " held-out prompts, " + fmt(num(n, {"steps_valid"}), "%.0f") +
+             " valid steps (eval's agreement and KL)";
     else if (s.name == "collect" && n.contains("steps"))
       note = fmt(num(n, {"prompts_ok"}) + (std::isfinite(num(n, {"prompts_already"})) ? num(n, {"prompts_already"}) : 0), "%.0f") +
              " prompts, " + fmt(num(n, {"steps"}), "%.0f") + " steps (" + fmt(num(n, {"steps"}) - num(n, {"steps_valid"}), "%.0f") +
@@ -296,7 +299,7 @@ Status pipeline_summary_build(const std::vector<PipelineStage>& stages, const Pi
   snprintf(line, sizeof line,
            "total %s (stages %s; cpu = user + system time of the stage's commands; the teacher server used %s "
            "more; skipped stages show their last run in parentheses)\n\n",
-           fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str(), fmt_duration(f.server_cpu_s).c_str());
+           fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str(), fmt_duration(cx.server_cpu_s).c_str());
   t += line;
   if (have_eval) {
     t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + ", untrained " + fmt(qu) +

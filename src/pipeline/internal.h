@@ -1,0 +1,120 @@
+#pragma once
+// Private to src/pipeline: the run context, stamps and the stage table that
+// runner.cpp, stages.cpp and summary.cpp share.
+#include <sys/types.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/process.h"
+#include "io/config.h"
+#include "kd/providers.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/plan.h"
+
+namespace bk {
+
+using ojson = nlohmann::ordered_json;
+
+// What happened to one stage in this run.
+struct PipelineStage {
+  std::string name;
+  std::string status;               // ok | skipped | failed | not_run | not_needed
+  std::string detail;               // why skipped / failed / not needed
+  double duration_s = 0;            // this run (0 when skipped)
+  double recorded_duration_s = -1;  // the duration stored in the stamp (skipped stages), -1 unknown
+  double cpu_s = 0;                 // CPU seconds (user + system) of its commands, this run
+  double recorded_cpu_s = -1;       // the CPU seconds stored in the stamp (skipped stages)
+  std::string log;                  // logs/<stage>.log
+  std::string fingerprint;
+  std::vector<std::string> commands;  // the bitkd command lines it ran (or would have run)
+  ojson numbers = ojson::object();    // key numbers
+};
+
+// A stage's stamp file.
+struct Stamp {
+  bool exists = false;
+  std::string state;  // "running" or "done"
+  std::string fingerprint, run_id;
+  double duration_s = -1, cpu_s = -1;
+  ojson inputs = ojson::object();  // plan values, hashes, upstream run ids, and "config": {name: value}
+  ojson numbers = ojson::object();
+  std::vector<std::string> commands;
+};
+
+struct Ctx {
+  Config cfg;
+  PipelineOptions opt;
+  PipelinePlan plan;
+  ArtifactPaths paths;
+  std::string exe, stamps_dir;
+  std::set<std::string> needed;  // stages the --only ones read (must be done)
+  bool local_teacher = true;
+  ProviderSettings hosted;  // when !local_teacher
+  std::string teacher_desc;
+  std::string tasks_dir, train_jsonl, eval_jsonl;
+  std::string teacher_dir, teacher_tok, student_tok;
+  bool student_tok_user = false;
+  // prompt files: the pipeline's unless the user named their own
+  bool baseline_prompts_user = false, eval_prompts_user = false, kd_prompts_user = false;
+  // run ids of finished stages, feeding the fingerprints of the stages after them
+  std::map<std::string, std::string> run_ids;
+  // the local teacher server
+  pid_t server_pid = 0;
+  std::string server_url;   // http://127.0.0.1:PORT/v1
+  double server_cpu_s = 0;  // CPU the teacher server used (teacher and collect stages)
+  std::vector<PipelineStage> stages;
+  int stage_no = 0, stage_total = 0;
+};
+
+// One row of the stage table.
+struct StageSpec {
+  const char* name;
+  std::vector<const char*> reads;  // stages whose outputs it reads
+  bool local_teacher_only = false;  // pretrain: only when bitkd trains the teacher
+  bool needs_server = false;        // the local teacher answers during this stage
+  std::string (*what)(const Ctx&);  // one line for the screen
+  void (*inputs)(const Ctx&, ojson*);  // plan values and content hashes it depends on
+  std::vector<std::string> (*outputs)(const Ctx&);  // must exist for a skip
+  Status (*run)(Ctx&, bool resume, PipelineStage*);
+  void (*clean)(Ctx&);  // removes what a run with other inputs left (may be null)
+  ojson (*numbers)(const Ctx&, const Stamp&);  // key numbers from its outputs
+  // Variables set for its commands beyond the common ones (may be null).
+  void (*env)(const Ctx&, ProcessEnv*) = nullptr;
+};
+const std::vector<StageSpec>& stage_table();
+const StageSpec* stage_find(const std::string& name);
+
+// Helpers the stage definitions use (runner.cpp).
+std::string stage_log_path(const Ctx& cx, const std::string& stage);
+std::string heldout_dir(const Ctx& cx);  // KD traces of the held-out eval prompts
+std::vector<std::string> command_argv(const Ctx& cx, std::initializer_list<const char*> cmd);
+void add_flag(std::vector<std::string>* v, const std::string& name, const std::string& value);
+void add_flag(std::vector<std::string>* v, const std::string& name, long long value);
+void add_flag_num(std::vector<std::string>* v, const std::string& name, double value);
+Status run_command(Ctx& cx, PipelineStage* rec, const std::vector<std::string>& argv);
+std::string upstream_run_id(const Ctx& cx, const char* stage);
+std::string fmt_num(double v);
+std::string fmt_duration(double s);
+bool read_json_file(const std::string& path, ojson* out);
+void append_to_file(const std::string& path, const std::string& text);
+void remove_files(const std::vector<std::string>& paths);
+std::string file_hash(const std::string& path);       // content identity ("" when missing)
+std::string tokenizer_file_hash(const std::string& path);
+// The key numbers a command prints as its last JSON line (else the stamp's).
+ojson last_json_numbers(const std::string& log, const Stamp& st, std::initializer_list<const char*> keys);
+
+// reports/pipeline_summary.json and the closing text (summary.cpp).
+struct PipelineFacts {
+  std::string started, finished;  // ISO timestamps
+  double wall_s = 0;
+  std::string baseline_report, eval_report, dryrun_report, collect_stats, summary_path;
+  std::string failed_stage;  // "" when every stage passed
+};
+Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& facts, std::string* json_text,
+                              std::string* human_text);
+
+}  // namespace bk

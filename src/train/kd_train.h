@@ -1,0 +1,54 @@
+#pragma once
+// KD training of a student from KD traces: the aligned loader (data/loader),
+// looping with every batch exactly [batch, seq], the fused KD loss
+// (train/kd_loss.h) and the shared training loop (train/trainer.h: AdamW,
+// the A8 -> A4 flip, checkpoints, exact resume). `bitkd train` is this plus
+// argument handling; tests call it directly.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "data/loader/loader.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+#include "train/kd_loss.h"
+#include "train/trainer.h"
+
+namespace bk {
+
+struct KdTrainOptions {
+  TrainerOptions trainer;  // steps, batch, seq, schedule, checkpoints, flip, resume_from
+  KdLossConfig loss;
+  // loader_options_from_config plus overrides; batch, seq and seed come from
+  // trainer, and the stream loops and never trims.
+  LoaderOptions data;
+  ModelConfig model;       // a fresh student (resuming: the checkpoint's config wins)
+};
+
+struct KdTrainResult {
+  TrainResult train;
+  double first_kl = 0, last_kl = 0, first_ce = 0, last_ce = 0;  // last: mean over the last step's micro-batches
+  int act_bits = 0;           // at the end
+  long long nan_guards = 0;   // non-finite KD buckets plus unreadable step rows
+  std::string data_stats_json;  // the loader's counters
+  std::string data_stats_line;
+  std::string data_dir;
+};
+
+// Refuses data that cannot train before any work (no readable step; no valid
+// teacher step while the KD term is on), then trains. *m is the model after
+// the last step.
+Status kd_train_run(const KdTrainOptions& o, const Tokenizer& student, Model* m, KdTrainResult* out);
+
+// A pass over the step shards without alignment: rows, valid rows, unreadable rows.
+struct KdShardScan {
+  int64_t shards = 0;
+  int64_t rows = 0;        // readable step rows
+  int64_t valid_rows = 0;  // rows with valid = true
+  int64_t bad_rows = 0;    // unreadable rows skipped (NaN teacher values, bad list lengths)
+  std::string first_bad;
+};
+Status kd_scan_shards(const std::vector<std::string>& shards, KdShardScan* out);
+
+}  // namespace bk
