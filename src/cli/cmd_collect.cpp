@@ -4,6 +4,8 @@
 #include <httplib.h>
 
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -15,6 +17,9 @@
 #include "kd/collector.h"
 #include "kd/prompts.h"
 #include "kd/providers.h"
+#include "eval/eval.h"
+#include "model/infer.h"
+#include "train/model_load.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bk {
@@ -57,6 +62,35 @@ static Status collect_options_from_args(const Args& a, CollectOptions* o) {
   BK_TRY(arg_int(a, "SEED", &v));
   o->seed = v;
   o->template_text = template_unescape(config_str(a.cfg, "TEMPLATE"));
+  o->source = arg_str(a, "source");
+  if (o->source != "teacher_sample" && o->source != "reference" && o->source != "on_policy")
+    return errorf("KD_SOURCE=%s: use teacher_sample, reference or on_policy", o->source.c_str());
+  return ok_status();
+}
+
+// On-policy traces: the student's own answers to every prompt, generated
+// before collection (packed engine, KD_STUDENT_TEMPERATURE), for the teacher
+// to score.
+static Status student_samples(const Args& a, const Tokenizer& tok, const std::vector<PromptItem>& prompts,
+                              const CollectOptions& opt, std::map<int64_t, std::string>* out) {
+  const std::string path = arg_str(a, "student");
+  if (path.empty()) return errorf("KD_SOURCE=on_policy needs the student to sample from: --student CHECKPOINT");
+  Model m;
+  BK_TRY(with_context(model_load_any(path, &m, nullptr), "the student " + path));
+  InferWeights* w = nullptr;
+  BK_TRY(infer_weights_create(&m, m.cfg.weight_quant == WQ_TERNARY && m.cfg.act_bits ? INFER_PACKED : INFER_FLOAT, &w));
+  std::unique_ptr<InferWeights, void (*)(InferWeights*)> guard(w, infer_weights_destroy);
+  EvalGenOptions go;
+  go.template_text = opt.template_text;
+  go.max_new_tokens = opt.max_tokens;
+  double t = 1.0;
+  BK_TRY(arg_double(a, "student-temperature", &t));
+  go.sampling.temperature = (float)t;
+  go.seed = (uint64_t)opt.seed;
+  std::vector<EvalPromptResult> res;
+  BK_LOG_INFO("collect: sampling the student %s on %zu prompts (temperature %g)", path.c_str(), prompts.size(), t);
+  BK_TRY(eval_generate(w, tok, prompts, go, &res));
+  for (const EvalPromptResult& r : res) (*out)[r.item.idx] = r.response;
   return ok_status();
 }
 
@@ -68,8 +102,10 @@ static int run_collect(Args& a) {
   CollectOptions opt;
   st = collect_options_from_args(a, &opt);
   if (!st.ok()) return cli_fail(a, st);
-  // Refused before anything else (no tokenizer load, no request) when the provider has no logprobs.
-  st = provider_check_kd(ps, opt.top_logprobs);
+  // Refused before anything else (no tokenizer load, no request) when the
+  // provider has no logprobs, or cannot score a given text.
+  st = opt.source == "teacher_sample" ? provider_check_kd(ps, opt.top_logprobs)
+                                      : provider_check_score(ps, opt.top_logprobs);
   if (!st.ok()) return cli_fail(a, st);
   st = collect_parse_shard(arg_str(a, "shard"), &opt.shard_i, &opt.shard_n);
   if (!st.ok()) return cli_fail(a, st);
@@ -101,6 +137,16 @@ static int run_collect(Args& a) {
   st = load_student_tokenizer(a, &student, &tok_path);
   if (!st.ok()) return cli_fail(a, st);
 
+  std::map<int64_t, std::string> samples;
+  if (opt.source == "on_policy") {
+    st = student_samples(a, student, prompts, opt, &samples);
+    if (!st.ok()) return cli_fail(a, st);
+    opt.continuation = [&samples](const PromptItem& item, const std::string&, std::string* text) {
+      auto it = samples.find(item.idx);
+      *text = it == samples.end() ? "" : it->second;
+      return ok_status();
+    };
+  }
   ProviderClient client;
   st = provider_client_init(&client, ps);
   if (!st.ok()) return cli_fail(a, st);
@@ -139,8 +185,11 @@ const Command& command_collect() {
       "Collect KD traces (teacher top-K logprobs projected onto the student tokenizer) -> data/kd_shard_*.parquet",
       "Prompts (KD_PROMPTS_FILE: one per line, or .jsonl; default: the task suite's train split, KD_MAX_PROMPTS)\n"
       "go to the teacher with logprobs; each generated token becomes a step row (top-K projected onto\n"
-      "TOKENIZER_NAME, raw candidates kept), each prompt a row of kd_prompts_*.parquet. Resumable: a rerun\n"
-      "skips committed prompts; a crash loses at most the prompts not yet flushed (KD_FLUSH_PROMPTS /\n"
+      "TOKENIZER_NAME, raw candidates kept), each prompt a row of kd_prompts_*.parquet. KD_SOURCE=reference or\n"
+      "on_policy has the teacher score the reference answers or a student's answers instead (a server that\n"
+      "scores a given text: bitkd serve, vLLM, llama.cpp); collect each source into its own --out directory.\n"
+      "Resumable: a rerun skips committed prompts; a crash loses at most the prompts not yet flushed\n"
+      "(KD_FLUSH_PROMPTS /\n"
       "KD_FLUSH_SECONDS). --shard i/n splits the prompts among n collectors (prompt_idx % n == i).\n"
       "Prompts that fail after retries are skipped and counted (rerun to retry them): logs/collect_stats.json.",
       {
@@ -165,6 +214,11 @@ const Command& command_collect() {
           {"template", "TEMPLATE", nullptr, "Chat template with {prompt} (\\n escapes): rendered_prompt and template_hash"},
           {"shard", nullptr, "", "i/n: this collector takes prompt_idx % n == i"},
           {"out", "KD_DATA_PATH", nullptr, "Shard directory (default DATA_DIR)"},
+          {"source", "KD_SOURCE", nullptr,
+           "teacher_sample (the teacher answers), reference (it scores the reference answers) or on_policy (it "
+           "scores the student's answers)"},
+          {"student", nullptr, "", "on_policy: the student checkpoint that answers"},
+          {"student-temperature", "KD_STUDENT_TEMPERATURE", nullptr, "on_policy: the student's sampling temperature"},
           {"stats", nullptr, "", "Stats file (default LOGS_DIR/collect_stats.json)"},
       },
       run_collect,

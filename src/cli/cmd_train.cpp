@@ -169,6 +169,8 @@ int run_train(Args& a) {
   ko.trainer = opt;
   ko.loss = lc;
   ko.model = cfg;
+  ko.init_from = arg_str(a, "init-from");
+  if (!ko.init_from.empty() && !opt.resume_from.empty()) ko.init_from.clear();  // the checkpoint already holds it
   KdTrainResult r;
   st = kd_train_run(ko, tok, &m, &r);
   if (!st.ok()) return cli_fail(a, st);
@@ -239,6 +241,8 @@ const Command& command_train() {
             {"out", nullptr, "", "Checkpoint directory (default: CHECKPOINTS_DIR)"},
             {"metrics", nullptr, "", "Metrics JSONL (default: LOGS_DIR/train_metrics.jsonl)"},
             {"resume", nullptr, "", "Continue from the newest checkpoint in --out", true},
+            {"init-from", "STUDENT_INIT", nullptr,
+             "Start from this float model's weights and shape (a teacher sharing the student's tokenizer)"},
         },
         run_train,
     };

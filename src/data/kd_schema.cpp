@@ -29,7 +29,7 @@ enum StepCol {
 
 enum PromptCol {
   P_PROMPT_IDX, P_PROMPT_TEXT, P_RENDERED, P_RESPONSE, P_FINISH, P_MODEL, P_PROVIDER, P_PROMPT_TOKENS,
-  P_COMPLETION_TOKENS, P_LATENCY, P_TASK, P_REFERENCE, P_NCOLS
+  P_COMPLETION_TOKENS, P_LATENCY, P_TASK, P_REFERENCE, P_SOURCE, P_SCORE, P_NCOLS
 };
 
 const char* kKeyVersion = "bitkd_schema_version";
@@ -172,6 +172,7 @@ pq::Schema kd_prompt_schema() {
       col("response_text", Type::STRING), col("finish_reason", Type::STRING), col("teacher_model", Type::STRING),
       col("provider", Type::STRING),      col("prompt_tokens", Type::INT32),  col("completion_tokens", Type::INT32),
       col("latency_ms", Type::DOUBLE),    col("task", Type::STRING),          col("reference", Type::STRING),
+      col("source", Type::STRING),        col("score", Type::DOUBLE),
   };
 }
 
@@ -280,6 +281,8 @@ Status KdPromptWriter::append(const KdPrompt& p) {
   pq::push_f64(w.buffer(P_LATENCY), p.latency_ms);
   pq::push_str(w.buffer(P_TASK), p.task);
   pq::push_str(w.buffer(P_REFERENCE), p.reference);
+  pq::push_str(w.buffer(P_SOURCE), p.source);
+  pq::push_f64(w.buffer(P_SCORE), p.score);
   return w.commit_rows();
 }
 
@@ -362,7 +365,8 @@ Status KdPromptReader::open(const std::string& path, const KdReadOptions& opts) 
   stats_ = KdReadStats();
   BK_TRY(r.open(path));
   BK_TRY(meta_from_kv(r, &meta_));
-  return map_columns(r, kd_prompt_schema(), P_NCOLS, &col_);
+  // source and score came with schema version 2; older tables read as teacher samples, unscored.
+  return map_columns(r, kd_prompt_schema(), P_SOURCE, &col_);
 }
 
 Status KdPromptReader::read_row_group(int rg, std::vector<KdPrompt>* rows) {
@@ -396,6 +400,8 @@ Status KdPromptReader::read_row_group(int rg, std::vector<KdPrompt>* rows) {
     p.latency_ms = c[P_LATENCY].f64[i];
     p.task.assign(c[P_TASK].str(i));
     p.reference.assign(c[P_REFERENCE].str(i));
+    if (col_[P_SOURCE] >= 0) p.source.assign(c[P_SOURCE].str(i));
+    if (col_[P_SCORE] >= 0) p.score = c[P_SCORE].f64[i];
     rows->push_back(std::move(p));
   }
   stats_.rows_read += (int64_t)rows->size();

@@ -4,6 +4,7 @@
 // The PoC's step columns come first with its names and types; bitkd's follow.
 // Writers stream rows (row groups by row count); readers check the schema
 // and validate rows per row group.
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@
 
 namespace bk {
 
-constexpr const char* kKdSchemaVersion = "1";
+constexpr const char* kKdSchemaVersion = "2";
 
 struct KdStep {
   // PoC columns
@@ -48,6 +49,11 @@ struct KdPrompt {
   double latency_ms = 0;
   std::string task;
   std::string reference;
+  // Where the response came from: "teacher_sample" (the teacher generated it),
+  // "reference" (the dataset's answer, scored by the teacher) or "on_policy"
+  // (the student generated it, the teacher scored it).
+  std::string source = "teacher_sample";
+  double score = NAN;  // the task scorer's score of the response (NaN: no scorer or reference)
 };
 
 pq::Schema kd_step_schema();

@@ -21,6 +21,7 @@
 #include "core/progress.h"
 #include "core/timing.h"
 #include "data/kd_schema.h"
+#include "data/tasks/tasks.h"
 #include "kd/projection.h"
 #include "tokenizer/tokenizer.h"
 
@@ -276,17 +277,29 @@ static void collect_one(ProviderClient* client, const Tokenizer& student, Projec
     out->kind = "config";
     return;
   }
-  CompletionRequest req;
-  req.messages = {{"user", item.prompt}};
-  req.prompt = rendered;  // used by the legacy Completions API only
-  req.temperature = opt.temperature;
-  req.top_p = opt.top_p;
-  req.max_tokens = opt.max_tokens;
-  req.logprobs = true;
-  req.top_logprobs = opt.top_logprobs;
-  if (opt.seed >= 0) req.seed = opt.seed + item.idx;
   CompletionResult res;
-  st = provider_complete(client, req, &res);
+  if (opt.source == "teacher_sample") {
+    CompletionRequest req;
+    req.messages = {{"user", item.prompt}};
+    req.prompt = rendered;  // used by the legacy Completions API only
+    req.temperature = opt.temperature;
+    req.top_p = opt.top_p;
+    req.max_tokens = opt.max_tokens;
+    req.logprobs = true;
+    req.top_logprobs = opt.top_logprobs;
+    if (opt.seed >= 0) req.seed = opt.seed + item.idx;
+    st = provider_complete(client, req, &res);
+  } else {
+    ScoreRequest req;
+    req.prompt = rendered;
+    req.top_logprobs = opt.top_logprobs;
+    if (opt.source == "reference") req.continuation = item.reference;
+    else if (opt.continuation) st = opt.continuation(item, rendered, &req.continuation);
+    else st = errorf("trace source %s needs a continuation (a student to sample from)", opt.source.c_str());
+    if (st.ok() && req.continuation.empty())
+      st = errorf("prompt %lld has no %s text to score", (long long)item.idx, opt.source.c_str());
+    if (st.ok()) st = provider_score(client, req, &res);
+  }
   if (!st.ok()) {
     out->error = st.msg;
     out->kind = res.error_kind.empty() ? "error" : res.error_kind;
@@ -294,7 +307,12 @@ static void collect_one(ProviderClient* client, const Tokenizer& student, Projec
   }
 
   const std::string& tok_hash = tokenizer_hash(student);
+  // A scored continuation may start inside a teacher token that straddled the
+  // prompt boundary (dropped): the text before its first whole token counts
+  // as spelled.
   std::string spelled;
+  if (!res.tokens.empty() && res.tokens[0].byte_offset > 0)
+    spelled = res.text.substr(0, std::min((size_t)res.tokens[0].byte_offset, res.text.size()));
   std::vector<TeacherCandidate> cands;
   ProjectedStep ps;
   out->steps.reserve(res.tokens.size());
@@ -371,6 +389,11 @@ static void collect_one(ProviderClient* client, const Tokenizer& student, Projec
   p.latency_ms = res.latency_s * 1000.0;
   p.task = item.task;
   p.reference = item.reference;
+  p.source = opt.source;
+  if (!item.task.empty() && !item.reference.empty()) {
+    TaskScore ts;
+    if (task_score(item.task, item.reference, res.text, &ts).ok()) p.score = ts.score;
+  }
   out->ok = true;
 }
 

@@ -19,6 +19,7 @@
 // it, and shards rotate once they hold that many step rows (a prompt's rows
 // never straddle two shards).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -48,6 +49,14 @@ struct CollectOptions {
   bool progress = true;
   // Test hook: stop (as if killed) after this many flushes; 0 = never.
   int64_t stop_after_flushes = 0;
+  // Trace source, recorded in every prompt row (KdPrompt::source):
+  //   "teacher_sample"  the teacher answers (sampling settings above);
+  //   "reference"       the teacher scores the item's reference answer;
+  //   "on_policy"       the teacher scores what `continuation` returns for
+  //                     the rendered prompt (a student's sample).
+  // Scoring needs a server that scores a given text (provider_score).
+  std::string source = "teacher_sample";
+  std::function<Status(const PromptItem& item, const std::string& rendered, std::string* text)> continuation;
 };
 
 struct CollectStats {

@@ -886,6 +886,152 @@ Status provider_complete(ProviderClient* client, const CompletionRequest& req, C
   return ok_status();
 }
 
+// ---------------------------------------------------------------- scoring
+
+Status provider_check_score(const ProviderSettings& s, int top_logprobs) {
+  BK_TRY(provider_check_kd(s, top_logprobs));
+  if (s.api == API_GEMINI)
+    return errorf("provider %s cannot score a given text (the Gemini API returns logprobs only for what it "
+                  "generates): trace sources reference and on_policy need a server with legacy Completions, echo "
+                  "and logprobs (bitkd serve, vLLM, llama.cpp)",
+                  s.provider.c_str());
+  if (!s.local && s.provider != "custom")
+    return errorf("provider %s cannot score a given text (its API returns logprobs only for generated tokens, and "
+                  "legacy Completions with echo is gone): trace sources reference and on_policy need a server that "
+                  "scores its prompt (bitkd serve, vLLM, llama.cpp); %s still gives teacher samples",
+                  s.provider.c_str(), s.provider.c_str());
+  return ok_status();
+}
+
+namespace {
+
+// Byte offset of code point k in text (OpenAI's text_offset counts code points).
+size_t byte_of_codepoint(const std::string& text, size_t k) {
+  size_t i = 0, cp = 0;
+  while (i < text.size() && cp < k) {
+    i++;
+    while (i < text.size() && ((unsigned char)text[i] & 0xC0) == 0x80) i++;
+    cp++;
+  }
+  return i;
+}
+
+// The whole scored text's tokens from the OpenAI echo shape (logprobs.tokens,
+// token_logprobs, top_logprobs, text_offset) or vLLM's prompt_logprobs
+// ([null, {id: {logprob, rank, decoded_token}}, ...]); byte_offset set from
+// text_offset, or by spelling the tokens out.
+std::string parse_scored(const json& j, const std::string& full, std::vector<TokenStep>* toks) {
+  if (!j.is_object() || !j.contains("choices") || !j["choices"].is_array() || j["choices"].empty())
+    return "no choices[] in the response";
+  const json& ch = j["choices"][0];
+  if (ch.contains("logprobs") && ch["logprobs"].is_object()) {
+    CompletionResult r;
+    std::string e = parse_completions(j, &r);
+    if (!e.empty()) return e;
+    const json& lp = ch["logprobs"];
+    const bool offsets = lp.contains("text_offset") && lp["text_offset"].is_array();
+    size_t at = 0;
+    for (size_t i = 0; i < r.tokens.size(); i++) {
+      TokenStep& st = r.tokens[i];
+      if (offsets && i < lp["text_offset"].size() && lp["text_offset"][i].is_number())
+        at = byte_of_codepoint(full, lp["text_offset"][i].get<size_t>());
+      st.byte_offset = (int64_t)at;
+      at += token_bytes(st).size();
+    }
+    *toks = std::move(r.tokens);
+    return "";
+  }
+  if (!ch.contains("prompt_logprobs") || !ch["prompt_logprobs"].is_array())
+    return "no logprobs for the echoed prompt (the server must support echo with logprobs, or prompt_logprobs)";
+  // vLLM: per position a dict {token_id: {logprob, rank, decoded_token}} holding
+  // the top candidates and the prompt's own token, named by prompt_token_ids.
+  const json& pl = ch["prompt_logprobs"];
+  const json* ids = ch.contains("prompt_token_ids") && ch["prompt_token_ids"].is_array() ? &ch["prompt_token_ids"]
+                    : j.contains("prompt_token_ids") && j["prompt_token_ids"].is_array() ? &j["prompt_token_ids"]
+                                                                                           : nullptr;
+  if (!ids || ids->size() != pl.size()) return "prompt_logprobs without prompt_token_ids: the scored tokens are unknown";
+  for (size_t i = 0; i < pl.size(); i++) {
+    TokenStep st;
+    const std::string own = (*ids)[i].dump();
+    if (pl[i].is_object()) {
+      for (auto it = pl[i].begin(); it != pl[i].end(); ++it) {
+        if (!it.value().is_object()) continue;
+        TokenCandidate c;
+        c.text = json_str(it.value(), "decoded_token");
+        c.logprob = it.value().contains("logprob") ? json_logprob(it.value()["logprob"]) : -INFINITY;
+        if (it.key() == own) st.text = c.text, st.logprob = c.logprob;
+        st.top.push_back(std::move(c));
+      }
+      sort_candidates(&st.top);
+    }
+    toks->push_back(std::move(st));
+  }
+  // The first token has no entry (no context), so its text is unknown: the
+  // others spell the end of the text, which places them.
+  size_t rest = 0;
+  for (size_t i = 1; i < toks->size(); i++) rest += (*toks)[i].text.size();
+  if (rest > full.size()) return "prompt_logprobs tokens spell more than the scored text";
+  size_t at = full.size() - rest;
+  (*toks)[0].byte_offset = 0;
+  for (size_t i = 1; i < toks->size(); i++) (*toks)[i].byte_offset = (int64_t)at, at += (*toks)[i].text.size();
+  return "";
+}
+
+}  // namespace
+
+Status provider_score(ProviderClient* client, const ScoreRequest& req, CompletionResult* out) {
+  *out = CompletionResult();
+  ProviderClientImpl* c = client->impl.get();
+  if (!c) return errorf("provider client not initialised");
+  const ProviderSettings& s = c->s;
+  Status st = provider_check_score(s, req.top_logprobs);
+  if (!st.ok()) {
+    out->error_kind = "config";
+    return st;
+  }
+  const std::string full = req.prompt + req.continuation;
+  json b;
+  if (!s.model.empty()) b["model"] = s.model;
+  b["prompt"] = full;
+  b["max_tokens"] = 0;
+  b["echo"] = true;
+  b["logprobs"] = req.top_logprobs;
+  b["temperature"] = 0;
+  if (s.provider == "vllm") b["prompt_logprobs"] = req.top_logprobs;
+  const std::string url = s.base_url + "/completions";
+  std::vector<TokenStep> toks;
+  auto validate = [&](const std::string& body) {
+    toks.clear();
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded()) return std::string("the body is not valid JSON");
+    try {
+      return parse_scored(j, full, &toks);
+    } catch (const std::exception& e) {
+      return std::string("unexpected JSON shape: ") + e.what();
+    }
+  };
+  std::string ok_body;
+  st = run_with_retries(c, true, url, b.dump(-1, ' ', false, json::error_handler_t::replace), "POST", &ok_body, out,
+                        validate);
+  if (!st.ok()) return st;
+  // Keep the continuation's tokens: those that start at or after the boundary.
+  const int64_t boundary = (int64_t)req.prompt.size();
+  for (TokenStep& t : toks) {
+    if (t.byte_offset < boundary) {
+      out->prompt_tokens++;
+      continue;
+    }
+    t.byte_offset -= boundary;
+    out->tokens.push_back(std::move(t));
+  }
+  out->text = req.continuation;
+  out->finish_reason = "stop";
+  out->has_logprobs = true;
+  out->completion_tokens = (int64_t)out->tokens.size();
+  out->model = s.model;
+  return ok_status();
+}
+
 Status provider_list_models(ProviderClient* client, std::vector<std::string>* ids) {
   ProviderClientImpl* c = client->impl.get();
   if (!c) return errorf("provider client not initialised");

@@ -105,6 +105,7 @@ struct TokenStep {
   bool has_bytes = false;
   float logprob = 0;
   std::vector<TokenCandidate> top;
+  int64_t byte_offset = -1;  // scoring: where the token starts in the scored continuation (bytes)
 };
 // The bytes a token adds to the response: `bytes` when given, else `text`.
 inline const std::string& token_bytes(const TokenStep& t) { return t.has_bytes ? t.bytes : t.text; }
@@ -163,6 +164,23 @@ const ProviderSettings& provider_client_settings(const ProviderClient& c);
 // One completion, with retries. Thread-safe. On error `out` still carries
 // attempts, http_status and error_kind.
 Status provider_complete(ProviderClient* c, const CompletionRequest& req, CompletionResult* out);
+// Scoring a given text: the teacher's logprob and top candidates at every
+// token of `continuation` following `prompt`, as if it had generated it. Sent
+// as one legacy Completions request (prompt + continuation, echo, logprobs,
+// max_tokens 0) to any OpenAI-compatible server that scores its prompt
+// (bitkd serve, vLLM, llama.cpp's server); answers in the OpenAI echo shape
+// or vLLM's prompt_logprobs shape are read. The result holds the
+// continuation's tokens (byte_offset relative to it, a token that straddles
+// the boundary dropped), text = the continuation, finish_reason "stop".
+// Providers whose API cannot score a given text are refused before any
+// request, naming the reason.
+struct ScoreRequest {
+  std::string prompt;        // the rendered prompt, as the teacher should see it
+  std::string continuation;  // the text to score (a reference answer, a student's sample)
+  int top_logprobs = 20;
+};
+Status provider_check_score(const ProviderSettings& s, int top_logprobs);
+Status provider_score(ProviderClient* c, const ScoreRequest& req, CompletionResult* out);
 // GET {base}/models: the served model ids (OpenAI-compatible servers).
 Status provider_list_models(ProviderClient* c, std::vector<std::string>* ids);
 // For local servers with no model configured: the first id /models lists.

@@ -222,8 +222,10 @@ bool parse_request(const std::string& body, bool chat, GenRequest* r, ApiError* 
   long long iv;
   double dv;
   const char* max_key = chat && has(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  if (!chat && has(j, "echo") && !get_bool(j, "echo", &r->echo, err)) return false;
   if (has(j, max_key)) {
-    if (!get_int(j, max_key, 1, 1 << 30, &iv, err)) return false;
+    // 0 only with echo: scoring the prompt without generating.
+    if (!get_int(j, max_key, r->echo ? 0 : 1, 1 << 30, &iv, err)) return false;
     r->max_tokens = (int)iv;
   }
   if (has(j, "temperature")) {
@@ -287,11 +289,7 @@ bool parse_request(const std::string& body, bool chat, GenRequest* r, ApiError* 
     if (!so.is_object()) return fail(err, "stream_options", "stream_options must be an object");
     if (has(so, "include_usage") && !get_bool(so, "include_usage", &r->include_usage, err)) return false;
   }
-  if (!chat && has(j, "echo")) {
-    bool echo = false;
-    if (!get_bool(j, "echo", &echo, err)) return false;
-    if (echo) return fail(err, "echo", "echo is not supported");
-  }
+  if (r->echo && r->stream) return fail(err, "echo", "echo is not supported with stream");
   if (!chat && has(j, "suffix")) return fail(err, "suffix", "suffix is not supported");
   if (chat && has(j, "tools") && j["tools"].is_array() && !j["tools"].empty())
     return fail(err, "tools", "tools are not supported by this server");

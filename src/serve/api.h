@@ -37,6 +37,10 @@ struct GenRequest {
   int top_logprobs = 0;   // chat: top_logprobs; completions: the logprobs integer
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // completions: the prompt is returned before the completion, with the
+  // logprobs of its tokens when logprobs is set (what scoring a given text
+  // needs: max_tokens 0 scores the prompt alone).
+  bool echo = false;
 };
 
 // Parses and validates a request body; false with *err filled on any problem

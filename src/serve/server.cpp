@@ -171,14 +171,43 @@ bool prepare(ServerState& st, const GenRequest& r, Job* job, ApiError* err) {
   return true;
 }
 
+// The logprob of every prompt token after the first given the ones before it,
+// with the top-k alternatives: the teacher scoring a given text (echo).
+struct PromptScores {
+  std::vector<float> logprobs;                 // [prompt tokens]; [0] unused (no context)
+  std::vector<std::vector<TokenLogprob>> top;  // [prompt tokens]
+};
+
+Status score_prompt(InferSession* s, const std::vector<int32_t>& ids, int top_k, PromptScores* out) {
+  const int n = (int)ids.size(), V = infer_session_vocab(s);
+  std::vector<float> logits((size_t)n * V);
+  infer_session_reset(s);
+  BK_TRY(infer_session_eval_all(s, ids.data(), n, logits.data()));
+  out->logprobs.assign(n, 0.0f);
+  out->top.assign(n, {});
+  for (int i = 1; i < n; i++) {
+    const float* row = logits.data() + (size_t)(i - 1) * V;
+    out->logprobs[i] = token_logprob(row, V, ids[i]);
+    if (top_k > 0) top_logprobs(row, V, top_k, &out->top[i]);
+  }
+  return ok_status();
+}
+
 // Generates for one job in a fresh session. after_token runs after each
 // token is recorded (streaming sends there); returning true ends generation.
+// With echo and logprobs, the prompt is scored first (into *ps).
 Status run_job(ServerState& st, Job& job, TextTracker* tt, GenerateResult* gr,
-               const std::function<bool()>& after_token) {
+               const std::function<bool()>& after_token, PromptScores* ps = nullptr) {
   omp_set_num_threads(st.threads);  // per thread: the pool's threads start with the default
   InferSession* s = nullptr;
-  BK_TRY(infer_session_create(st.model.weights, (int)job.prompt_ids.size() + job.max_tokens, &s));
+  BK_TRY(infer_session_create(st.model.weights, (int)job.prompt_ids.size() + std::max(1, job.max_tokens), &s));
   std::unique_ptr<InferSession, void (*)(InferSession*)> guard(s, infer_session_destroy);
+  if (ps) BK_TRY(score_prompt(s, job.prompt_ids, job.req.top_logprobs, ps));
+  if (job.max_tokens == 0) {
+    gr->prompt_tokens = (int)job.prompt_ids.size();
+    gr->finish_reason = "length";
+    return ok_status();
+  }
   tt->stops = job.req.stop;
   GenerateOptions go;
   go.max_new_tokens = job.max_tokens;
@@ -265,7 +294,48 @@ json envelope(const ServerState& st, const Job& job, const char* object) {
   return r;
 }
 
-json full_response(const ServerState& st, const Job& job, const GenerateResult& gr, const TextTracker& tt) {
+// Prepends the echoed prompt's tokens to completion logprobs: each token, its
+// logprob (null for the first, which has no context), its top alternatives and
+// its offset in the returned text (the prompt's tokens first).
+void prepend_prompt_logprobs(const Tokenizer& tok, const Job& job, const PromptScores& ps, json* lp) {
+  // Each prompt token as the text it covers (its byte span: the tokenizer's
+  // dummy-prefix space and BOS cover none and are left out, though they are
+  // context for what follows), so the echoed tokens spell the prompt exactly.
+  std::vector<int32_t> ids;
+  std::vector<TokenSpan> spans;
+  const std::string& prompt = job.req.prompt;
+  const size_t first = job.prompt_ids.size() > 0 && job.prompt_ids[0] == tokenizer_bos_id(tok) ? 1 : 0;
+  if (!tokenizer_encode_with_spans(tok, prompt, &ids, &spans).ok() || ids.size() + first != job.prompt_ids.size())
+    spans.assign(job.prompt_ids.size() - first, TokenSpan{0, 0});
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+  for (size_t i = first; i < job.prompt_ids.size(); i++) {
+    const TokenSpan& sp = spans[i - first];
+    if (sp.end <= sp.begin) continue;
+    tokens.push_back(token_display(prompt.substr(sp.begin, sp.end - sp.begin)));
+    lps.push_back(i == 0 ? json(nullptr) : json(finite_lp(ps.logprobs[i])));
+    json m = json::object();
+    for (const TokenLogprob& t : ps.top[i]) {
+      std::string key = token_display(tokenizer_token_bytes(tok, t.id));
+      if (!m.contains(key)) m[key] = finite_lp(t.logprob);
+    }
+    tops.push_back(i == 0 ? json(nullptr) : m);
+    offs.push_back(utf8_codepoints(prompt, (size_t)sp.begin));
+  }
+  const size_t shift = utf8_codepoints(prompt, prompt.size());
+  for (size_t k = 0; k < (*lp)["tokens"].size(); k++) {
+    tokens.push_back((*lp)["tokens"][k]);
+    lps.push_back((*lp)["token_logprobs"][k]);
+    tops.push_back((*lp)["top_logprobs"][k]);
+    offs.push_back((*lp)["text_offset"][k].get<size_t>() + shift);
+  }
+  (*lp)["tokens"] = tokens;
+  (*lp)["token_logprobs"] = lps;
+  (*lp)["top_logprobs"] = tops;
+  (*lp)["text_offset"] = offs;
+}
+
+json full_response(const ServerState& st, const Job& job, const GenerateResult& gr, const TextTracker& tt,
+                   const PromptScores* ps = nullptr) {
   const Tokenizer& tok = *st.model.tokenizer;
   const std::string text = tt.text.substr(0, tt.final_len());
   const size_t ntok = tt.output_tokens();
@@ -281,8 +351,9 @@ json full_response(const ServerState& st, const Job& job, const GenerateResult& 
     choice["logprobs"] = job.req.logprobs ? chat_logprob_entries(tok, gr, 0, ntok) : json(nullptr);
   } else {
     r = envelope(st, job, "text_completion");
-    choice["text"] = text;
+    choice["text"] = job.req.echo ? job.req.prompt + text : text;
     choice["logprobs"] = job.req.logprobs ? completion_logprobs(tok, gr, tt, 0, ntok) : json(nullptr);
+    if (ps) prepend_prompt_logprobs(tok, job, *ps, &choice["logprobs"]);
   }
   choice["finish_reason"] = gr.finish_reason;
   r["choices"] = json::array({choice});
@@ -343,7 +414,9 @@ void handle_generate(ServerState& st, bool chat, const httplib::Request& req, ht
   if (!r.stream) {
     TextTracker tt;
     GenerateResult gr;
-    Status s = run_job(st, *job, &tt, &gr, nullptr);
+    PromptScores ps;
+    const bool score = job->req.echo && job->req.logprobs;
+    Status s = run_job(st, *job, &tt, &gr, nullptr, score ? &ps : nullptr);
     if (!s.ok()) {
       ApiError e;
       e.status = 500;
@@ -353,7 +426,7 @@ void handle_generate(ServerState& st, bool chat, const httplib::Request& req, ht
       BK_LOG_ERROR("%s %s 500: %s", req.method.c_str(), req.path.c_str(), s.msg.c_str());
       return;
     }
-    send_json(res, 200, full_response(st, *job, gr, tt));
+    send_json(res, 200, full_response(st, *job, gr, tt, score ? &ps : nullptr));
     log_request(req, 200, (int)job->prompt_ids.size(), (int)gr.ids.size(), now_seconds() - t0);
     return;
   }

@@ -1,11 +1,13 @@
 // KD training (kd_train.h).
 #include "train/kd_train.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/log.h"
 #include "data/kd_schema.h"
+#include "train/model_load.h"
 
 namespace bk {
 
@@ -42,6 +44,7 @@ std::string loader_stats_json(const LoaderStats& st) {
   j["bad_prompt_rows"] = st.bad_prompt_rows;
   j["prompts"] = st.prompts;
   j["prompts_used"] = st.prompts_used;
+  j["prompts_filtered"] = st.prompts_filtered;
   j["prompts_missing_row"] = st.prompts_missing_row;
   j["prompts_no_target"] = st.prompts_no_target;
   j["prompts_error"] = st.prompts_error;
@@ -94,6 +97,26 @@ Status kd_scan_shards(const std::vector<std::string>& shards, KdShardScan* out) 
   return ok_status();
 }
 
+Status student_from_teacher(const std::string& path, const ModelConfig& quant, uint64_t seed, Model* m, int* copied) {
+  Model t;
+  BK_TRY(with_context(model_load_any(path, &t, nullptr), "the model to initialise the student from"));
+  ModelConfig c = t.cfg;
+  c.weight_quant = quant.weight_quant;
+  c.act_bits = quant.act_bits;
+  c.a4_scope = quant.a4_scope;
+  c.subln = true;  // BitNet b1.58 normalises the inputs of o_proj and down_proj
+  c.max_seq_len = std::max(c.max_seq_len, quant.max_seq_len);
+  BK_TRY(model_init(m, c, seed));
+  *copied = 0;
+  for (const ParamInfo& p : m->info) {
+    const ParamInfo* q = model_find_param(t, p.name);
+    if (!q || q->numel != p.numel) continue;
+    std::copy(t.params.begin() + q->offset, t.params.begin() + q->offset + q->numel, m->params.begin() + p.offset);
+    (*copied)++;
+  }
+  return ok_status();
+}
+
 Status kd_train_run(const KdTrainOptions& o, const Tokenizer& student, Model* m, KdTrainResult* out) {
   *out = KdTrainResult();
   const TrainerOptions& opt = o.trainer;
@@ -130,7 +153,17 @@ Status kd_train_run(const KdTrainOptions& o, const Tokenizer& student, Model* m,
   BK_LOG_INFO("%s: %lld shard(s) in %s, %lld teacher steps (%lld valid, %lld invalid, %lld unreadable)",
               opt.label.c_str(), (long long)scan.shards, lo.data_dir.c_str(), (long long)scan.rows,
               (long long)scan.valid_rows, (long long)(scan.rows - scan.valid_rows), (long long)scan.bad_rows);
-  if (opt.resume_from.empty()) BK_TRY(model_init(m, o.model, opt.seed));
+  if (opt.resume_from.empty() && o.init_from.empty()) BK_TRY(model_init(m, o.model, opt.seed));
+  if (opt.resume_from.empty() && !o.init_from.empty()) {
+    int copied = 0;
+    BK_TRY(student_from_teacher(o.init_from, o.model, opt.seed, m, &copied));
+    if (m->cfg.vocab_size < tokenizer_vocab_size(student))
+      return errorf("%s has a vocabulary of %d but the student tokenizer has %d pieces: a student initialised from "
+                    "a teacher needs the teacher's tokenizer (TOKENIZER_NAME)",
+                    o.init_from.c_str(), m->cfg.vocab_size, tokenizer_vocab_size(student));
+    BK_LOG_INFO("%s: student initialised from %s (%d tensors copied): %s", opt.label.c_str(), o.init_from.c_str(),
+                copied, model_config_to_json(m->cfg).c_str());
+  }
 
   const KdLossConfig& lc = o.loss;
   KdAux aux;

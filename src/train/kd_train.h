@@ -24,7 +24,17 @@ struct KdTrainOptions {
   // trainer, and the stream loops and never trims.
   LoaderOptions data;
   ModelConfig model;       // a fresh student (resuming: the checkpoint's config wins)
+  // A float model (checkpoint or GGUF) the student starts from instead of
+  // random weights (BitDistill's recipe): its shape and weights, with the
+  // student's quantization (model.weight_quant, act_bits, a4_scope) and SubLN
+  // added where it had none. Needs the student's tokenizer.
+  std::string init_from;
 };
+
+// The student model of init_from: the source's shape and weights copied by
+// name (SubLN gains it lacks start at 1), with the quantization of `quant`.
+// *copied counts the tensors taken from the source.
+Status student_from_teacher(const std::string& path, const ModelConfig& quant, uint64_t seed, Model* m, int* copied);
 
 struct KdTrainResult {
   TrainResult train;

@@ -211,7 +211,7 @@ TEST(ParquetDuckDB, DuckDBReadsBitkdKdShards) {
               "valid:BOOLEAN raw_topk_tokens:VARCHAR[] raw_topk_logprobs:FLOAT[] ");
     std::map<std::string, std::string> kv;
     for (const json& e : j["kv"]) kv[e["key"].get<std::string>()] = e["value"].get<std::string>();
-    EXPECT_EQ(kv["bitkd_schema_version"], "1");
+    EXPECT_EQ(kv["bitkd_schema_version"], kKdSchemaVersion);
     EXPECT_EQ(kv["bitkd_tokenizer_hash"], "tk01");
     EXPECT_EQ(kv["bitkd_teacher_model"], "gpt-4o-mini");
     EXPECT_EQ(kv["bitkd_teacher_temperature"], "0.8");

@@ -626,7 +626,7 @@ TEST(KdSchema, StepAndPromptRoundTrip) {
     KdStepReader r;
     Status st = r.open(path);
     ASSERT_TRUE(st.ok()) << st.msg;
-    EXPECT_EQ(r.meta().schema_version, "1");
+    EXPECT_EQ(r.meta().schema_version, kKdSchemaVersion);
     EXPECT_EQ(r.meta().tokenizer_hash, "tok5678");
     EXPECT_EQ(r.meta().teacher_model, "gpt-4o-mini");
     EXPECT_DOUBLE_EQ(r.meta().teacher_temperature, 0.8);

@@ -1,6 +1,7 @@
 #include "data/loader/loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,12 +17,12 @@ std::string loader_stats_line(const LoaderStats& s) {
   char buf[1024];
   snprintf(buf, sizeof buf,
            "shards=%lld epochs=%lld step_rows=%lld bad_step_rows=%lld prompt_rows=%lld bad_prompt_rows=%lld "
-           "prompts=%lld used=%lld missing_row=%lld no_target=%lld error=%lld split=%lld offsets_derived=%lld "
+           "prompts=%lld used=%lld filtered=%lld missing_row=%lld no_target=%lld error=%lld split=%lld offsets_derived=%lld "
            "tokenizer_mismatch_shards=%lld steps=%lld aligned=%lld invalid=%lld unaligned=%lld duplicate=%lld "
            "truncated=%lld bad_ids=%lld kd_positions=%lld ce_positions=%lld examples=%lld batches=%lld",
            (long long)s.shards_opened, (long long)s.epochs_completed, (long long)s.step_rows,
            (long long)s.bad_step_rows, (long long)s.prompt_rows, (long long)s.bad_prompt_rows, (long long)s.prompts,
-           (long long)s.prompts_used, (long long)s.prompts_missing_row, (long long)s.prompts_no_target,
+           (long long)s.prompts_used, (long long)s.prompts_filtered, (long long)s.prompts_missing_row, (long long)s.prompts_no_target,
            (long long)s.prompts_error, (long long)s.prompts_split, (long long)s.offsets_derived,
            (long long)s.tokenizer_mismatch_shards, (long long)s.align.steps, (long long)s.align.steps_aligned,
            (long long)s.align.steps_invalid, (long long)s.align.steps_unaligned, (long long)s.align.steps_duplicate,
@@ -215,9 +216,18 @@ Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample*
     concat += s.teacher_sample_text;
   }
   AlignInput in;
+  bool on_policy = false;
   auto it = L->prompts.find(idx);
   if (it != L->prompts.end()) {
     const KdPrompt& p = it->second;
+    const std::vector<std::string>& want = L->opt.sources;
+    if ((!want.empty() && std::find(want.begin(), want.end(), p.source) == want.end()) ||
+        (p.source == "teacher_sample" && L->opt.sample_min_score >= 0 && std::isfinite(p.score) &&
+         p.score < L->opt.sample_min_score)) {
+      L->stats.prompts_filtered++;
+      return ok_status();
+    }
+    on_policy = p.source == "on_policy";
     in.rendered_prompt = p.rendered_prompt.empty() ? p.prompt_text : p.rendered_prompt;
     in.response = p.response_text.empty() ? concat : p.response_text;
     in.finished = finished_reason(p.finish_reason);
@@ -265,6 +275,12 @@ Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample*
     note(L, msg);
     if (!L->opt.skip_bad_rows) return Status{msg};
     return ok_status();
+  }
+  if (on_policy) {
+    // The student's own tokens are not targets: only the teacher's distribution at them is.
+    for (size_t i = 0; i < ex->targets.size(); i++)
+      if (ex->kd_slot[i] < 0) ex->targets[i] = -1, ex->ce_weight[i] = 0.f;
+      else ex->ce_weight[i] = 0.f;
   }
   if (ex->response_tokens == 0) {
     L->stats.prompts_no_target++;
@@ -387,7 +403,7 @@ Status build_batch(KdLoaderImpl* L, LoaderBatch* b, bool* done) {
         b->key_mask[o] = 1;
         b->segment[o] = (int32_t)si;
         b->position[o] = (int32_t)i;
-        if (e.targets[i] >= 0) b->loss_tokens++;
+        if (e.targets[i] >= 0 || e.kd_slot[i] >= 0) b->loss_tokens++;
         int s = e.kd_slot[i];
         if (s < 0) continue;
         b->kd_mask[o] = 1;
@@ -435,6 +451,21 @@ Status loader_options_from_config(const Config& c, LoaderOptions* o) {
   o->align.format_weight = (float)d;
   BK_TRY(config_double(c, "KD_PLAIN_CE_WEIGHT", &d));
   o->align.plain_ce_weight = (float)d;
+  o->sources.clear();
+  const std::string src = config_str(c, "KD_SOURCES");
+  for (size_t at = 0; at <= src.size();) {
+    size_t comma = src.find(',', at);
+    if (comma == std::string::npos) comma = src.size();
+    const std::string one = src.substr(at, comma - at);
+    if (!one.empty()) {
+      if (one != "teacher_sample" && one != "reference" && one != "on_policy")
+        return errorf("KD_SOURCES=%s: '%s' is not a trace source (teacher_sample, reference, on_policy)", src.c_str(),
+                      one.c_str());
+      o->sources.push_back(one);
+    }
+    at = comma + 1;
+  }
+  BK_TRY(config_double(c, "KD_SAMPLE_MIN_SCORE", &o->sample_min_score));
   return ok_status();
 }
 
@@ -452,11 +483,18 @@ Status loader_open(const LoaderOptions& opt, const Tokenizer& student, KdLoader*
     for (const std::string& f : L->shards)
       if (!file_exists(f)) return errorf("loader: shard %s does not exist", f.c_str());
   } else {
-    if (!dir_exists(opt.data_dir))
-      return errorf("loader: KD data directory %s does not exist (run `bitkd collect` or set KD_DATA_PATH)",
-                    opt.data_dir.c_str());
-    for (const std::string& f : list_files(opt.data_dir, "kd_shard_", ".parquet"))
-      L->shards.push_back(path_join(opt.data_dir, f));
+    // One directory, or several separated by commas (traces of several sources).
+    for (size_t at = 0; at <= opt.data_dir.size();) {
+      size_t comma = opt.data_dir.find(',', at);
+      if (comma == std::string::npos) comma = opt.data_dir.size();
+      const std::string dir = opt.data_dir.substr(at, comma - at);
+      at = comma + 1;
+      if (dir.empty()) continue;
+      if (!dir_exists(dir))
+        return errorf("loader: KD data directory %s does not exist (run `bitkd collect` or set KD_DATA_PATH)",
+                      dir.c_str());
+      for (const std::string& f : list_files(dir, "kd_shard_", ".parquet")) L->shards.push_back(path_join(dir, f));
+    }
     if (L->shards.empty())
       return errorf("loader: no kd_shard_*.parquet in %s (run `bitkd collect` first)", opt.data_dir.c_str());
   }

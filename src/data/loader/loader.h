@@ -20,7 +20,9 @@
 namespace bk {
 
 struct LoaderOptions {
-  std::string data_dir;                  // kd_shard_*.parquet, prompts in kd_prompts_*.parquet beside them
+  // kd_shard_*.parquet with their kd_prompts_*.parquet beside them; several
+  // directories separated by commas (one per trace source) are read in order.
+  std::string data_dir;
   std::vector<std::string> shard_files;  // explicit step shards (override data_dir)
   int batch_size = 4;
   int max_seq_len = 256;
@@ -36,6 +38,13 @@ struct LoaderOptions {
   // concatenated sampled texts, with no prompt. false: skip and count them.
   bool allow_missing_prompts = true;
   int64_t start_batch = 0;  // resume: batches already consumed
+  // Trace sources to train on (KdPrompt::source: teacher_sample, reference,
+  // on_policy); empty: all. On-policy examples carry no CE (the student's own
+  // tokens are not targets), only the teacher's distribution.
+  std::vector<std::string> sources;
+  // Teacher samples the task scorer gave less than this are dropped (NaN
+  // scores, i.e. no scorer, are kept); below 0: keep every sample.
+  double sample_min_score = -1;
   // CE weights per position (see AlignOptions); max_seq_len/max_topk above win.
   AlignOptions align;
 };
@@ -56,7 +65,7 @@ struct LoaderBatch {
   std::vector<int32_t> topk_ids;     // [B*T*K] student ids; -1: empty slot (ignore)
   std::vector<float> topk_logprobs;  // [B*T*K] teacher logprobs; 0 in empty slots
   std::vector<float> other_logprob;  // [B*T] teacher log mass of everything else; 0 without KD
-  int64_t loss_tokens = 0;           // positions with a target (real seen tokens)
+  int64_t loss_tokens = 0;           // positions with a target or a KD bucket (real seen tokens)
   int64_t kd_positions = 0;
   int examples = 0;
   int64_t epoch = 0;  // epoch of the data in this batch
@@ -74,6 +83,7 @@ struct LoaderStats {
   int64_t prompts_missing_row = 0;  // no prompt row for the prompt_idx
   int64_t prompts_no_target = 0;    // nothing to learn inside max_seq_len (prompt too long, empty)
   int64_t prompts_error = 0;        // alignment failed
+  int64_t prompts_filtered = 0;     // left out by the source or score filter
   int64_t prompts_split = 0;        // a prompt_idx whose steps are not contiguous in its shard
   int64_t offsets_derived = 0;      // prompts whose byte offsets came from the sampled texts
   int64_t tokenizer_mismatch_shards = 0;
@@ -87,7 +97,8 @@ std::string loader_stats_line(const LoaderStats& s);
 struct Config;
 // Options from the configuration: KD_DATA_PATH (else DATA_DIR), TRAIN_BATCH_SIZE,
 // MAX_SEQ_LEN, MAX_TOPK, SEED, KD_SHUFFLE_BUFFER, KD_PACK, KD_SKIP_BAD_ROWS,
-// KD_ALLOW_TOKENIZER_MISMATCH, KD_CE_WEIGHT, FORMAT_LOSS_WEIGHT, KD_PLAIN_CE_WEIGHT.
+// KD_ALLOW_TOKENIZER_MISMATCH, KD_CE_WEIGHT, FORMAT_LOSS_WEIGHT, KD_PLAIN_CE_WEIGHT,
+// KD_SOURCES, KD_SAMPLE_MIN_SCORE.
 Status loader_options_from_config(const Config& c, LoaderOptions* o);
 
 struct KdLoaderImpl;
