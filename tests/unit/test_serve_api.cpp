@@ -4,12 +4,13 @@
 
 #include "serve/api.h"
 #include "serve/serve.h"
+#include "tokenizer/chat_template.h"
 
 using namespace bk;
 using namespace bk::serve_detail;
 
 TEST(ServeTemplate, UnescapeAndRender) {
-  std::string t = unescape_template("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n");
+  std::string t = template_unescape("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n");
   EXPECT_EQ(t, "<|user|>\n{prompt}\n\n<|assistant|>\n");
   std::string out;
   ASSERT_TRUE(render_chat(t, {{"user", "hi"}}, &out).ok());
