@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "testutil/spm_fixture.h"
 #include "testutil/testutil.h"
+#include "tokenizer/spm_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/model_load.h"
