@@ -6,8 +6,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/half.h"
 #include "core/version.h"
-#include "io/safetensors.h"  // f16 conversions
 #include "kernels/cpu/kernels.h"
 #include "tokenizer/spm_model.h"
 

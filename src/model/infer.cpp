@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 
+#include "core/half.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 #include "model/infer_impl.h"

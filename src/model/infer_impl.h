@@ -60,23 +60,4 @@ inline void act_bits_for(const ModelConfig& c, int* qkv, int* o, int* gateup, in
   if (b == 4 && c.a4_scope == A4_HYBRID) *o = *down = 8;
 }
 
-// bf16 <-> fp32 (round to nearest even; NaN stays NaN).
-inline float bf16_to_f32(uint16_t h) {
-  union {
-    uint32_t u;
-    float f;
-  } v;
-  v.u = (uint32_t)h << 16;
-  return v.f;
-}
-inline uint16_t f32_to_bf16(float f) {
-  union {
-    float f;
-    uint32_t u;
-  } v;
-  v.f = f;
-  if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
-  return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
-}
-
 }  // namespace bk

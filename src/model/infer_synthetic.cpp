@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/half.h"
 #include "core/rng.h"
 #include "model/infer_impl.h"
 

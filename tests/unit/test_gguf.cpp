@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/fs.h"
+#include "core/half.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kernels/cpu/kernels.h"
