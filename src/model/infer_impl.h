@@ -48,16 +48,8 @@ struct InferWeights {
   const uint16_t* output_bf16 = nullptr;
   std::vector<InferLayer> layers;
   size_t bytes = 0;
-  // Activation bits per BitLinear input class (0 = none), fixed at creation.
+  // Activation bits per BitLinear input class (projection_bits; 0 = none), fixed at creation.
   int bits_qkv = 0, bits_o = 0, bits_gateup = 0, bits_down = 0;
 };
-
-// The activation bits of each BitLinear input, as the training forward uses
-// them: 4-bit "hybrid" keeps o_proj and down_proj inputs at 8 (BitNet a4.8).
-inline void act_bits_for(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
-  int b = c.act_bits;
-  *qkv = *o = *gateup = *down = b;
-  if (b == 4 && c.a4_scope == A4_HYBRID) *o = *down = 8;
-}
 
 }  // namespace bk
