@@ -108,7 +108,12 @@ static int run_bench_collect(Args& a) {
     ps.local = true;
     ps.concurrency = conc;
     ProviderClient cl;
-    provider_client_init(&cl, ps);
+    st = provider_client_init(&cl, ps);
+    if (!st.ok()) {
+      svr.stop();
+      th.join();
+      return cli_fail(a, st);
+    }
     CompletionRequest req;
     req.messages = {{"user", "bench"}};
     req.logprobs = true;
@@ -171,8 +176,8 @@ static int run_bench_collect(Args& a) {
       ps.concurrency = conc;
       ps.timeout_s = 600;
       ProviderClient cl;
-      provider_client_init(&cl, ps);
-      st = provider_discover_model(&cl);
+      st = provider_client_init(&cl, ps);
+      if (st.ok()) st = provider_discover_model(&cl);
       if (!st.ok()) return cli_fail(a, st);
       CollectOptions co;
       co.data_dir = path_join(scratch, "real_c" + std::to_string(conc));

@@ -495,8 +495,8 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
   if (a != "bitnet" && a != "llama")
     return errorf("%s: architecture '%s' is not supported; bitkd loads 'bitnet' and 'llama' GGUF files",
                   f.path.c_str(), a.c_str());
-  gguf_get_str(f, "general.name", &info->name, false);
-  gguf_get_str(f, "bitkd.training", &info->training_json, false);
+  BK_TRY(gguf_get_str(f, "general.name", &info->name, false));
+  BK_TRY(gguf_get_str(f, "bitkd.training", &info->training_json, false));
 
   // Config: bitkd's own record first, then the standard keys (which must agree).
   ModelConfig c;
@@ -645,10 +645,10 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
       if (gguf_get_int(f, "tokenizer.ggml.eos_token_id", &id, false, &found).ok() && found) v.eos_id = (int)id;
       if (gguf_get_int(f, "tokenizer.ggml.padding_token_id", &id, false, &found).ok() && found) v.pad_id = (int)id;
       bool sp = tok_model == "llama";  // llama.cpp's defaults
-      gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &sp, false);
+      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &sp, false));
       v.add_dummy_prefix = sp;
       bool rw = false;
-      gguf_get_bool(f, "tokenizer.ggml.remove_extra_whitespaces", &rw, false);
+      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.remove_extra_whitespaces", &rw, false));
       v.remove_extra_whitespaces = rw;
       // llama.cpp's UGM puts a space before every word when it merges spaces: a dummy prefix.
       if (tok_model == "t5" && rw) v.add_dummy_prefix = true;
