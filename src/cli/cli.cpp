@@ -2,6 +2,9 @@
 
 #include <cstdio>
 
+#include "core/fs.h"
+#include "tokenizer/tokenizer.h"
+
 namespace bk {
 
 static const Flag* find_flag(const Command* c, const char* name) {
@@ -76,6 +79,18 @@ bool arg_double_or_report(const Args& a, const char* flag, double* out) {
   Status s = arg_double(a, flag, out);
   if (!s.ok()) cli_fail(a, s);
   return s.ok();
+}
+
+Status student_tokenizer_load(const Args& a, Tokenizer* tok, std::string* path) {
+  *path = arg_str(a, "tokenizer");
+  if (path->empty()) {
+    std::string def = path_join(path_join(artifact_paths(a.cfg).root, "tokenizer"), "tokenizer.model");
+    if (!file_exists(def))
+      return errorf("no student tokenizer: set TOKENIZER_NAME (or --tokenizer) to a SentencePiece tokenizer.model, "
+                    "or train one with `bitkd tokenizer train`");
+    *path = def;
+  }
+  return with_context(tokenizer_load(*path, tok), "loading the student tokenizer " + *path);
 }
 
 }  // namespace bk

@@ -51,6 +51,11 @@ bool arg_double_or_report(const Args& a, const char* flag, double* out);
 // Prints "bitkd <cmd>: <message>" to stderr and returns 1.
 int cli_fail(const Args& a, const Status& s);
 
+struct Tokenizer;
+// The student tokenizer: --tokenizer / TOKENIZER_NAME, else the one `bitkd
+// tokenizer train` writes by default; *path receives the path loaded.
+Status student_tokenizer_load(const Args& a, Tokenizer* tok, std::string* path);
+
 // Every command, in help order (cli/main.cpp).
 const std::vector<const Command*>& all_commands();
 

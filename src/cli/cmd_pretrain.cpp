@@ -9,7 +9,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "kernels/cpu/kernels.h"
-#include "serve/serve.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/lm_data.h"
@@ -79,9 +79,8 @@ Status load_jsonl(const std::string& path, const Tokenizer& tok, const std::stri
     if (j.contains("prompt") || j.contains("response")) {
       if (!j.contains("prompt") || !j["prompt"].is_string() || !j.contains("response") || !j["response"].is_string())
         return errorf("%s:%d: \"prompt\" and \"response\" must both be strings", path.c_str(), line_no);
-      std::string rendered = tmpl;
-      size_t at = rendered.find("{prompt}");
-      rendered.replace(at, 8, j["prompt"].get<std::string>());
+      std::string rendered;
+      BK_TRY(template_render(tmpl, j["prompt"].get<std::string>(), &rendered));
       BK_TRY(with_context(tokenizer_encode(tok, rendered, true, &ids), path + ":" + std::to_string(line_no)));
       BK_TRY(with_context(tokenizer_encode_continuation(tok, j["response"].get<std::string>(), &resp),
                           path + ":" + std::to_string(line_no)));
@@ -144,10 +143,8 @@ int run_pretrain(Args& a) {
   if (format == "auto") format = (ends_with(data, ".jsonl") || ends_with(data, ".json")) ? "jsonl" : "text";
   LmDataset ds;
   lm_init(&ds, opt.seq, tokenizer_pad_id(tok), opt.seed);
-  const std::string tmpl = unescape_template(arg_str(a, "template"));
+  const std::string tmpl = template_unescape(arg_str(a, "template"));
   if (format == "jsonl") {
-    if (tmpl.find("{prompt}") == std::string::npos)
-      return cli_fail(a, errorf("the chat template has no {prompt} placeholder (set TEMPLATE or --template)"));
     st = load_jsonl(data, tok, tmpl, &ds);
   } else if (format == "text") {
     st = load_text(data, tok, &ds);

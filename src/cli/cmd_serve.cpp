@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "model/infer.h"
 #include "serve/serve.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/model_load.h"
@@ -64,9 +65,9 @@ static int run_serve(Args& a) {
   opt.default_max_tokens = (int)max_tokens;
   opt.add_bos = bos;
   opt.api_key = arg_str(a, "api-key");
-  opt.chat_template = unescape_template(arg_str(a, "template"));
-  if (opt.chat_template.find("{prompt}") == std::string::npos)
-    return cli_fail(a, errorf("the chat template has no {prompt} placeholder (--template or TEMPLATE)"));
+  opt.chat_template = template_unescape(arg_str(a, "template"));
+  st = template_check(opt.chat_template);
+  if (!st.ok()) return cli_fail(a, st);
 
   std::string backend = arg_str(a, "backend");
   if (backend != "auto" && backend != "float" && backend != "packed")

@@ -6,6 +6,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "data/tasks/tasks.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bk {
@@ -23,22 +24,6 @@ std::vector<std::string> split_commas(const std::string& s) {
     pos = c + 1;
   }
   return out;
-}
-
-// TEMPLATE holds "\n" escapes (the PoC's .env style) and one {prompt}.
-std::string render_template(const std::string& tmpl, const std::string& prompt) {
-  std::string t;
-  for (size_t i = 0; i < tmpl.size(); i++) {
-    if (tmpl[i] == '\\' && i + 1 < tmpl.size() && tmpl[i + 1] == 'n') {
-      t.push_back('\n');
-      i++;
-    } else {
-      t.push_back(tmpl[i]);
-    }
-  }
-  size_t p = t.find("{prompt}");
-  if (p != std::string::npos) t.replace(p, 8, prompt);
-  return t;
 }
 
 int run_train(Args& a) {
@@ -70,8 +55,13 @@ int run_train(Args& a) {
       std::vector<TaskItem> items;
       st = tasks_generate(g, &items);
       if (!st.ok()) return cli_fail(a, st);
-      std::string tmpl = arg_str(a, "template");
-      for (const TaskItem& it : items) o.texts.push_back(render_template(tmpl, it.prompt) + it.response);
+      const std::string tmpl = template_unescape(arg_str(a, "template"));
+      std::string rendered;
+      for (const TaskItem& it : items) {
+        st = template_render(tmpl, it.prompt, &rendered);
+        if (!st.ok()) return cli_fail(a, st);
+        o.texts.push_back(rendered + it.response);
+      }
     }
   }
   std::string out = arg_str(a, "out");

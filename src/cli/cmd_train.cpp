@@ -22,18 +22,6 @@ namespace bk {
 
 namespace {
 
-Status load_student_tokenizer(const Args& a, Tokenizer* tok, std::string* path) {
-  *path = arg_str(a, "tokenizer");
-  if (path->empty()) {
-    std::string def = path_join(path_join(artifact_paths(a.cfg).root, "tokenizer"), "tokenizer.model");
-    if (!file_exists(def))
-      return errorf("no student tokenizer: set TOKENIZER_NAME (or --tokenizer) to the SentencePiece tokenizer.model "
-                    "the traces were collected for, or train one with `bitkd tokenizer train`");
-    *path = def;
-  }
-  return with_context(tokenizer_load(*path, tok), "loading the student tokenizer " + *path);
-}
-
 Status kd_config_from_args(const Args& a, KdLossConfig* c) {
   double v = 0;
   BK_TRY(arg_double(a, "tau", &v));
@@ -84,7 +72,7 @@ int run_train(Args& a) {
 
   Tokenizer tok;
   std::string tok_path;
-  st = load_student_tokenizer(a, &tok, &tok_path);
+  st = student_tokenizer_load(a, &tok, &tok_path);
   if (!st.ok()) return cli_fail(a, st);
   st = model_config_from_args(a, tokenizer_vocab_size(tok), opt.seq, &cfg);
   if (!st.ok()) return cli_fail(a, st);

@@ -6,7 +6,9 @@
 
 namespace bk {
 
-struct Status {
+// [[nodiscard]]: a dropped Status is a dropped error; code that really means
+// to ignore one logs it and says why.
+struct [[nodiscard]] Status {
   std::string msg;  // empty = ok
   bool ok() const { return msg.empty(); }
 };

@@ -47,8 +47,7 @@ struct SessionDeleter {
 Status eval_generate(const InferWeights* w, const Tokenizer& tok, const std::vector<PromptItem>& items,
                      const EvalGenOptions& opt, std::vector<EvalPromptResult>* out) {
   out->clear();
-  if (opt.template_text.find("{prompt}") == std::string::npos)
-    return errorf("the chat template has no {prompt} placeholder (TEMPLATE)");
+  BK_TRY(template_check(opt.template_text));
   if (opt.max_new_tokens < 1) return errorf("EVAL_MAX_NEW_TOKENS=%d must be >= 1", opt.max_new_tokens);
   const ModelConfig& c = infer_weights_config(w);
   if (tokenizer_vocab_size(tok) > c.vocab_size)

@@ -8,7 +8,7 @@
 #include <set>
 
 #include "core/fs.h"
-#include "io/safetensors.h"  // f16/bf16 conversions
+#include "core/half.h"
 
 namespace bk {
 

@@ -96,10 +96,4 @@ Status safetensors_write(const std::string& path, const SafeTensorsWriter& w);
 // The serialized file as bytes (what safetensors_write puts on disk).
 Status safetensors_serialize(const SafeTensorsWriter& w, std::string* out);
 
-// Half-precision conversions (round to nearest even; NaN stays NaN).
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
-float bf16_to_f32(uint16_t h);
-uint16_t f32_to_bf16(float f);
-
 }  // namespace bk

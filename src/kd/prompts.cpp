@@ -87,38 +87,4 @@ std::string prompts_hash(const std::vector<PromptItem>& items) {
   return sha256_hex(all);
 }
 
-std::string template_unescape(const std::string& tmpl) {
-  std::string out;
-  for (size_t i = 0; i < tmpl.size(); i++) {
-    if (tmpl[i] == '\\' && i + 1 < tmpl.size()) {
-      char n = tmpl[i + 1];
-      if (n == 'n') out += '\n', i++;
-      else if (n == 't') out += '\t', i++;
-      else if (n == 'r') out += '\r', i++;
-      else if (n == '\\') out += '\\', i++;
-      else out += tmpl[i];
-    } else {
-      out += tmpl[i];
-    }
-  }
-  return out;
-}
-
-Status template_render(const std::string& tmpl, const std::string& prompt, std::string* out) {
-  static const std::string key = "{prompt}";
-  if (tmpl.find(key) == std::string::npos)
-    return errorf("the chat template has no {prompt} placeholder (set TEMPLATE, e.g. \"<|user|>\\n{prompt}\\n\\n<|assistant|>\\n\")");
-  out->clear();
-  size_t pos = 0;
-  while (true) {
-    size_t at = tmpl.find(key, pos);
-    if (at == std::string::npos) break;
-    out->append(tmpl, pos, at - pos);
-    out->append(prompt);
-    pos = at + key.size();
-  }
-  out->append(tmpl, pos, std::string::npos);
-  return ok_status();
-}
-
 }  // namespace bk

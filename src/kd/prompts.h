@@ -1,8 +1,9 @@
 #pragma once
-// Prompt lists for the teacher baseline and KD collection, and the chat
-// template. A list comes from a file (plain text: one prompt per non-empty
-// line; .jsonl: {"prompt", "response", "task"} objects, so items carry a task
-// and a reference and get scored) or from the built-in task suite (a split).
+// Prompt lists for the teacher baseline and KD collection, which render them
+// with the chat template (tokenizer/chat_template.h). A list comes from a file
+// (plain text: one prompt per non-empty line; .jsonl: {"prompt", "response",
+// "task"} objects, so items carry a task and a reference and get scored) or
+// from the built-in task suite (a split).
 // prompt_idx is the item's position in the full list, so it is stable across
 // runs with the same inputs: resuming, sharding and rescoring rely on that.
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "core/status.h"
 #include "data/tasks/tasks.h"
+#include "tokenizer/chat_template.h"
 
 namespace bk {
 
@@ -33,10 +35,5 @@ struct PromptSource {
 Status prompts_load(const PromptSource& src, std::vector<PromptItem>* out, std::string* description);
 // SHA-256 over every item's task, prompt and reference: the identity of a prompt set.
 std::string prompts_hash(const std::vector<PromptItem>& items);
-
-// "\\n", "\\t", "\\\\" escapes (as .env files write them) become characters.
-std::string template_unescape(const std::string& tmpl);
-// Replaces every "{prompt}" with the prompt. Error when the template has none.
-Status template_render(const std::string& tmpl, const std::string& prompt, std::string* out);
 
 }  // namespace bk

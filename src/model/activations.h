@@ -90,11 +90,6 @@ struct Activations {
   ModelTimings timings{};
 };
 
-// Per-projection activation bits for a config: act_bits 0 -> none, 8 -> all
-// 8-bit, 4 -> 4-bit on q/k/v and gate/up inputs and, with a4_scope hybrid,
-// 8-bit on the o_proj and down_proj inputs (a4_scope all: 4-bit there too).
-void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down);
-
 // What the projections of layer l multiply by in the last forward: the
 // ternary codes and gammas, or the latent weights (gamma 1) in float mode.
 struct ProjWeights {

@@ -18,17 +18,6 @@
 
 namespace bk {
 
-void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
-  if (c.act_bits == 0) {
-    *qkv = *o = *gateup = *down = 0;
-  } else if (c.act_bits == 8) {
-    *qkv = *o = *gateup = *down = 8;
-  } else {  // 4-bit: hybrid keeps the inputs of o_proj and down_proj at 8 bits (BitNet a4.8)
-    *qkv = *gateup = 4;
-    *o = *down = c.a4_scope == A4_ALL ? 4 : 8;
-  }
-}
-
 static bool same_shape(const ModelConfig& a, const ModelConfig& b) {
   return a.vocab_size == b.vocab_size && a.dim == b.dim && a.n_layers == b.n_layers && a.n_heads == b.n_heads &&
          a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.ffn_dim == b.ffn_dim &&

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 
+#include "core/half.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 #include "model/infer_impl.h"
@@ -85,7 +86,7 @@ Status infer_weights_create(const Model* m, InferBackend backend, InferWeights**
   InferWeights* w = new InferWeights();
   w->cfg = c;
   w->backend = backend;
-  act_bits_for(c, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
+  projection_bits(c, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
   const int D = c.dim, Q = c.n_heads * c.head_dim, K = c.n_kv_heads * c.head_dim, F = c.ffn_dim;
   const float* base = m->params.data();
 

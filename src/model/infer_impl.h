@@ -48,35 +48,8 @@ struct InferWeights {
   const uint16_t* output_bf16 = nullptr;
   std::vector<InferLayer> layers;
   size_t bytes = 0;
-  // Activation bits per BitLinear input class (0 = none), fixed at creation.
+  // Activation bits per BitLinear input class (projection_bits; 0 = none), fixed at creation.
   int bits_qkv = 0, bits_o = 0, bits_gateup = 0, bits_down = 0;
 };
-
-// The activation bits of each BitLinear input, as the training forward uses
-// them: 4-bit "hybrid" keeps o_proj and down_proj inputs at 8 (BitNet a4.8).
-inline void act_bits_for(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
-  int b = c.act_bits;
-  *qkv = *o = *gateup = *down = b;
-  if (b == 4 && c.a4_scope == A4_HYBRID) *o = *down = 8;
-}
-
-// bf16 <-> fp32 (round to nearest even; NaN stays NaN).
-inline float bf16_to_f32(uint16_t h) {
-  union {
-    uint32_t u;
-    float f;
-  } v;
-  v.u = (uint32_t)h << 16;
-  return v.f;
-}
-inline uint16_t f32_to_bf16(float f) {
-  union {
-    float f;
-    uint32_t u;
-  } v;
-  v.f = f;
-  if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
-  return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
-}
 
 }  // namespace bk

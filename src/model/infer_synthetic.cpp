@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/half.h"
 #include "core/rng.h"
 #include "model/infer_impl.h"
 
@@ -199,7 +200,7 @@ Status infer_weights_create_synthetic(const SyntheticWeightsOptions& opt, InferW
   std::unique_ptr<InferWeights> w(new InferWeights());
   w->cfg = c;
   w->backend = INFER_PACKED;
-  act_bits_for(c, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
+  projection_bits(c, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
   const int L = c.n_layers, D = c.dim, Q = c.n_heads * c.head_dim, K = c.n_kv_heads * c.head_dim, F = c.ffn_dim;
   const int V = c.vocab_size;
 
@@ -310,7 +311,7 @@ Status infer_weights_set_act_bits(InferWeights* w, int act_bits, A4Scope scope) 
     return errorf("the packed backend needs integer activations (8 or 4 bits), not 0");
   w->cfg.act_bits = act_bits;
   w->cfg.a4_scope = scope;
-  act_bits_for(w->cfg, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
+  projection_bits(w->cfg, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
   return ok_status();
 }
 

@@ -18,6 +18,17 @@ const char* ffn_act_name(FfnAct a) { return a == FFN_RELU2 ? "relu2" : "swiglu";
 const char* weight_quant_name(WeightQuant q) { return q == WQ_TERNARY ? "ternary" : "none"; }
 const char* a4_scope_name(A4Scope s) { return s == A4_ALL ? "all" : "hybrid"; }
 
+void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down) {
+  if (c.act_bits == 0) {
+    *qkv = *o = *gateup = *down = 0;
+  } else if (c.act_bits == 8) {
+    *qkv = *o = *gateup = *down = 8;
+  } else {  // 4-bit: hybrid keeps the inputs of o_proj and down_proj at 8 bits
+    *qkv = *gateup = 4;
+    *o = *down = c.a4_scope == A4_ALL ? 4 : 8;
+  }
+}
+
 Status model_config_validate(const ModelConfig& c) {
   struct {
     const char* name;

@@ -41,6 +41,12 @@ const char* ffn_act_name(FfnAct a);
 const char* weight_quant_name(WeightQuant q);
 const char* a4_scope_name(A4Scope s);
 
+// Activation bits of each BitLinear input, one rule for training and
+// inference: act_bits 0 -> none, 8 -> all 8-bit, 4 -> 4-bit on the q/k/v and
+// gate/up inputs and, with a4_scope hybrid, 8-bit on the o_proj and down_proj
+// inputs (BitNet a4.8; a4_scope all: 4-bit there too).
+void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down);
+
 // Checks every field; the message names the field, its value and the rule.
 Status model_config_validate(const ModelConfig& c);
 std::string model_config_to_json(const ModelConfig& c);

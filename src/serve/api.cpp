@@ -4,37 +4,15 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/chat_template.h"
+
 namespace bk {
 
 using json = nlohmann::json;
 
-std::string unescape_template(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); i++) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char n = s[i + 1];
-      if (n == 'n') { out += '\n'; i++; continue; }
-      if (n == 't') { out += '\t'; i++; continue; }
-      if (n == 'r') { out += '\r'; i++; continue; }
-      if (n == '\\') { out += '\\'; i++; continue; }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
-static std::string apply_template(const std::string& tmpl, const std::string& prompt) {
-  std::string out;
-  size_t at = tmpl.find("{prompt}");
-  out = tmpl.substr(0, at) + prompt + tmpl.substr(at + 8);
-  return out;
-}
-
 Status render_chat(const std::string& tmpl, const std::vector<ChatMessage>& messages, std::string* out) {
   out->clear();
-  if (tmpl.find("{prompt}") == std::string::npos)
-    return errorf("the chat template has no {prompt} placeholder (set TEMPLATE or --template)");
+  BK_TRY(template_check(tmpl));
   std::string system;
   // Turns after merging consecutive user messages.
   std::vector<ChatMessage> turns;
@@ -57,7 +35,9 @@ Status render_chat(const std::string& tmpl, const std::vector<ChatMessage>& mess
   if (!system.empty()) *out += system + "\n\n";
   for (size_t i = 0; i < turns.size(); i++) {
     if (turns[i].role == "user") {
-      *out += apply_template(tmpl, turns[i].content);
+      std::string turn;
+      BK_TRY(template_render(tmpl, turns[i].content, &turn));
+      *out += turn;
     } else {
       *out += turns[i].content;
       if (i + 1 < turns.size()) *out += "\n\n";

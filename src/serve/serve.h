@@ -50,10 +50,6 @@ struct ServeModel {
 // address). Installs its own signal handling for the duration of the call.
 Status serve_run(const ServeModel& model, const ServeOptions& opt);
 
-// Template helpers (exposed for tests and other modules).
-// "\\n", "\\t", "\\\\" escapes in a configured template become characters.
-std::string unescape_template(const std::string& s);
-
 struct ChatMessage {
   std::string role;     // system, developer, user, assistant
   std::string content;

@@ -23,6 +23,7 @@
 #include "model/generate.h"
 #include "serve/api.h"
 #include "serve/serve.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bk {
@@ -526,8 +527,7 @@ void on_signal(int sig) {
 
 Status serve_run(const ServeModel& model, const ServeOptions& opt) {
   if (!model.weights || !model.tokenizer) return errorf("serve: no model or tokenizer");
-  if (opt.chat_template.find("{prompt}") == std::string::npos)
-    return errorf("the chat template has no {prompt} placeholder (set TEMPLATE or --template)");
+  BK_TRY(template_check(opt.chat_template));
   if (opt.workers < 1 || opt.workers > 1024) return errorf("--workers is %d; use 1..1024", opt.workers);
   const ModelConfig& cfg = infer_weights_config(model.weights);
   if (tokenizer_vocab_size(*model.tokenizer) > cfg.vocab_size)

@@ -9,6 +9,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "tokenizer/spm_model.h"
 
 // Exported by libsentencepiece but declared only in its internal logging.h:
 // the trainer logs every EM iteration at INFO, which we hide unless DEBUG.
@@ -96,58 +97,7 @@ std::string sha256_hex(const std::string& data) {
   return out;
 }
 
-// ---------------------------------------------------------------------------
-// Minimal protobuf reading of sentencepiece_model.proto. The Debian package
-// ships no generated ModelProto header, and we need three flags only:
-// ModelProto.normalizer_spec (3) { add_dummy_prefix (3), remove_extra_whitespaces (4) }
-// and ModelProto.trainer_spec (2) { byte_fallback (35) }.
-
 namespace {
-
-bool pb_varint(const std::string& b, size_t* pos, uint64_t* v) {
-  *v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*pos >= b.size()) return false;
-    uint8_t c = (uint8_t)b[(*pos)++];
-    *v |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) return true;
-  }
-  return false;
-}
-
-// Calls fn(field, wire_type, varint_value, submessage_bytes) for each field.
-template <typename Fn>
-bool pb_walk(const std::string& b, Fn fn) {
-  size_t pos = 0;
-  while (pos < b.size()) {
-    uint64_t key, v = 0;
-    if (!pb_varint(b, &pos, &key)) return false;
-    int field = (int)(key >> 3), wt = (int)(key & 7);
-    std::string sub;
-    switch (wt) {
-      case 0:
-        if (!pb_varint(b, &pos, &v)) return false;
-        break;
-      case 1:
-        if (pos + 8 > b.size()) return false;
-        pos += 8;
-        break;
-      case 2:
-        if (!pb_varint(b, &pos, &v) || pos + v > b.size()) return false;
-        sub = b.substr(pos, v);
-        pos += v;
-        break;
-      case 5:
-        if (pos + 4 > b.size()) return false;
-        pos += 4;
-        break;
-      default:
-        return false;
-    }
-    fn(field, wt, v, sub);
-  }
-  return true;
-}
 
 std::string sp_error(const spm::util::Status& s) { return s.ToString(); }
 
@@ -158,15 +108,10 @@ Status load_impl(const std::string& bytes, const std::string& path, Tokenizer* o
   if (!st.ok())
     return errorf("%s: not a SentencePiece model (%s); pass a tokenizer.model file", where.c_str(),
                   sp_error(st).c_str());
-  bool dummy = true, parsed = true;
-  parsed = pb_walk(bytes, [&](int field, int wt, uint64_t, const std::string& sub) {
-    if (field == 3 && wt == 2)
-      pb_walk(sub, [&](int f, int w, uint64_t v, const std::string&) {
-        if (f == 3 && w == 0) dummy = v != 0;
-      });
-  });
-  if (!parsed) return errorf("%s: malformed model protobuf", where.c_str());
-  impl->dummy_prefix = dummy;
+  // SentencePiece does not expose the normalizer's add_dummy_prefix flag.
+  SpmVocab v;
+  BK_TRY(with_context(spm_parse_model(bytes, &v), where));
+  impl->dummy_prefix = v.add_dummy_prefix;
   // Protobuf merges repeated occurrences of a message field, last scalar
   // wins: appending normalizer_spec{add_dummy_prefix=false,
   // remove_extra_whitespaces=false} overrides just those two flags.

@@ -407,7 +407,7 @@ TEST_F(Collect, ShardsSplitPromptsDisjointly) {
 TEST_F(Collect, FaultsAreRetriedSkippedAndCounted) {
   // Prompts: the task suite's first 12 train items, one of them poisoned.
   std::string dir = g.dir + "/faults";
-  bk::make_dirs(dir);
+  ASSERT_TRUE(bk::make_dirs(dir).ok());
   bk::PromptSource src;
   src.max_prompts = 12;
   std::vector<bk::PromptItem> items;

@@ -110,7 +110,7 @@ TEST(Baseline, LockRefusesOtherPromptsOrModel) {
   EXPECT_NE(st.msg.find("PoC"), std::string::npos) << st.msg;
 }
 
-TEST(Baseline, PromptListsAndTemplate) {
+TEST(Baseline, PromptLists) {
   std::string dir = bk_test::scratch_dir("baseline_prompts");
   ASSERT_TRUE(bk::write_file_atomic(dir + "/p.txt", "first prompt\n\n  \nsecond\r\nthird\n").ok());
   bk::PromptSource src;
@@ -144,11 +144,4 @@ TEST(Baseline, PromptListsAndTemplate) {
   EXPECT_NE(bk::prompts_hash(a), bk::prompts_hash(b));
   suite.max_prompts = 0;
   EXPECT_FALSE(bk::prompts_load(suite, &a, nullptr).ok());
-
-  std::string tmpl = bk::template_unescape("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n");
-  EXPECT_EQ(tmpl, "<|user|>\n{prompt}\n\n<|assistant|>\n");
-  std::string out;
-  ASSERT_TRUE(bk::template_render(tmpl, "hi", &out).ok());
-  EXPECT_EQ(out, "<|user|>\nhi\n\n<|assistant|>\n");
-  EXPECT_FALSE(bk::template_render("no placeholder", "hi", &out).ok());
 }

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/fs.h"
+#include "core/half.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kernels/cpu/kernels.h"
@@ -15,6 +16,7 @@
 #include "model/model.h"
 #include "testutil/spm_fixture.h"
 #include "testutil/testutil.h"
+#include "tokenizer/spm_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/model_load.h"
@@ -385,7 +387,7 @@ TEST(GgufModel, TernaryStudentSameLogitsAllTypes) {
       EXPECT_NE(gguf_find_tensor(gf, "blk.1.ffn_gate.weight"), nullptr);  // relu2 too (= ffn_up)
       EXPECT_EQ(gguf_find_tensor(gf, "output.weight"), nullptr);
       std::string hidden;
-      gguf_get_str(gf, "bitnet.hidden_activation", &hidden, false);
+      ASSERT_TRUE(gguf_get_str(gf, "bitnet.hidden_activation", &hidden, false).ok());
       EXPECT_EQ(hidden, act == FFN_RELU2 ? "relu" : "");
     }
   }
@@ -684,10 +686,10 @@ std::string tiny_file() {
   gguf_set(&w, "general.architecture", gguf_str("llama"));
   gguf_set(&w, "a.list", gguf_arr_str({"x", "yy"}));
   float v[4] = {1, 2, 3, 4};
-  gguf_add_tensor_f32(&w, "t0", GGML_TYPE_F32, {4}, v);
-  gguf_add_tensor_f32(&w, "t1", GGML_TYPE_F32, {2, 2}, v);
+  EXPECT_TRUE(gguf_add_tensor_f32(&w, "t0", GGML_TYPE_F32, {4}, v).ok());
+  EXPECT_TRUE(gguf_add_tensor_f32(&w, "t1", GGML_TYPE_F32, {2, 2}, v).ok());
   std::string s;
-  gguf_serialize(w, &s);
+  EXPECT_TRUE(gguf_serialize(w, &s).ok());
   return s;
 }
 

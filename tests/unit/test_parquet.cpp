@@ -601,7 +601,12 @@ TEST(KdSchema, ColumnsInOrder) {
             "topk_ids:list<int32> topk_logprobs:list<float> other_logprob:float is_struct_token:bool "
             "template_hash:string tokenizer_hash:string teacher_sample_logprob:float byte_offset:int32 valid:bool "
             "raw_topk_tokens:list<string> raw_topk_logprobs:list<float> ");
-  EXPECT_EQ(kd_prompt_schema().size(), 12u);
+  got.clear();
+  for (const ColumnSpec& c : kd_prompt_schema()) got += c.name + ":" + spec_type_string(c) + " ";
+  EXPECT_EQ(got,
+            "prompt_idx:int64 prompt_text:string rendered_prompt:string response_text:string finish_reason:string "
+            "teacher_model:string provider:string prompt_tokens:int32 completion_tokens:int32 latency_ms:double "
+            "task:string reference:string source:string score:double ");
   EXPECT_EQ(kd_shard_name(3), "kd_shard_003.parquet");
   EXPECT_EQ(kd_prompts_name(12), "kd_prompts_012.parquet");
 }
@@ -668,6 +673,8 @@ TEST(KdSchema, StepAndPromptRoundTrip) {
     k.latency_ms = 100.5 + p;
     k.task = "json";
     k.reference = p % 2 ? "" : "{}";
+    k.source = p % 3 == 0 ? "reference" : "teacher_sample";
+    k.score = p % 2 ? NAN : 0.5 * (p % 4);
     ASSERT_TRUE(pw.append(k).ok());
   }
   ASSERT_TRUE(pw.close().ok());
@@ -680,6 +687,35 @@ TEST(KdSchema, StepAndPromptRoundTrip) {
   EXPECT_EQ(prompts[7].rendered_prompt, "<|user|>\nReturn JSON for item 7\n\n<|assistant|>\n");
   EXPECT_EQ(prompts[29].completion_tokens, 34);
   EXPECT_DOUBLE_EQ(prompts[3].latency_ms, 103.5);
+  EXPECT_EQ(prompts[3].source, "reference");
+  EXPECT_EQ(prompts[4].source, "teacher_sample");
+  EXPECT_TRUE(std::isnan(prompts[5].score));
+  EXPECT_DOUBLE_EQ(prompts[6].score, 1.0);
+  // A prompt table from before schema version 2 (no source, no score) reads as teacher samples, unscored.
+  {
+    const std::string old_path = path_join(dir, "old_prompts.parquet");
+    Schema old = kd_prompt_schema();
+    old.resize(old.size() - 2);
+    pq::Writer w;
+    pq::WriterOptions wo;
+    ASSERT_TRUE(w.open(old_path, old, wo).ok());
+    pq::push_i64(w.buffer(0), 7);
+    for (int c = 1; c <= 6; c++) pq::push_str(w.buffer(c), "x");
+    pq::push_i32(w.buffer(7), 1);
+    pq::push_i32(w.buffer(8), 1);
+    pq::push_f64(w.buffer(9), 1.0);
+    pq::push_str(w.buffer(10), "sort");
+    pq::push_str(w.buffer(11), "a b");
+    ASSERT_TRUE(w.commit_rows().ok());
+    ASSERT_TRUE(w.close().ok());
+    KdPromptReader r2;
+    ASSERT_TRUE(r2.open(old_path).ok());
+    std::vector<KdPrompt> rows;
+    ASSERT_TRUE(r2.read_row_group(0, &rows).ok());
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0].source, "teacher_sample");
+    EXPECT_TRUE(std::isnan(rows[0].score));
+  }
   // A step shard is not a prompt table.
   Status st = pr.open(path_join(dir, kd_shard_name((int)Codec::ZSTD)));
   EXPECT_NE(st.msg.find("column prompt_text is missing (expected string)"), std::string::npos) << st.msg;

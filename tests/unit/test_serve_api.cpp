@@ -4,12 +4,13 @@
 
 #include "serve/api.h"
 #include "serve/serve.h"
+#include "tokenizer/chat_template.h"
 
 using namespace bk;
 using namespace bk::serve_detail;
 
 TEST(ServeTemplate, UnescapeAndRender) {
-  std::string t = unescape_template("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n");
+  std::string t = template_unescape("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n");
   EXPECT_EQ(t, "<|user|>\n{prompt}\n\n<|assistant|>\n");
   std::string out;
   ASSERT_TRUE(render_chat(t, {{"user", "hi"}}, &out).ok());
@@ -94,7 +95,8 @@ TEST(ServeRequest, Rejections) {
       {false, R"({"prompt":"x","logprobs":true})", "logprobs"},
       {false, R"({"prompt":"x","logprobs":21})", "logprobs"},
       {false, R"({"prompt":["a","b"]})", "prompt"},
-      {false, R"({"prompt":"x","echo":true})", "echo"},
+      {false, R"({"prompt":"x","echo":true,"stream":true})", "echo"},
+      {false, R"({"prompt":"x","max_tokens":0})", "max_tokens"},
   };
   for (const Case& c : cases) {
     GenRequest r;

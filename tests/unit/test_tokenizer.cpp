@@ -1,5 +1,6 @@
 // SentencePiece wrapper: loading, encoding (plain, continuation, spans),
-// special ids, hashing and deterministic training, on models trained here.
+// special ids, hashing and deterministic training, on models trained here;
+// the chat template's rendering rule.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include "core/fs.h"
 #include "testutil/spm_fixture.h"
 #include "testutil/testutil.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace bk;
@@ -315,4 +317,35 @@ TEST(Tokenizer, MoveKeepsTheModel) {
   EXPECT_TRUE(tokenizer_loaded(b));
   std::vector<int32_t> ids;
   EXPECT_TRUE(tokenizer_encode(b, "Hello", false, &ids).ok());
+}
+
+TEST(ChatTemplate, ReplacesEveryPlaceholder) {
+  std::string out;
+  ASSERT_TRUE(template_render("<|user|>\n{prompt}\n\n<|assistant|>\n", "hi", &out).ok());
+  EXPECT_EQ(out, "<|user|>\nhi\n\n<|assistant|>\n");
+  // Every occurrence, not only the first; the prompt is not scanned again.
+  ASSERT_TRUE(template_render("{prompt} / {prompt}", "a{prompt}b", &out).ok());
+  EXPECT_EQ(out, "a{prompt}b / a{prompt}b");
+  ASSERT_TRUE(template_render("{prompt}", "", &out).ok());
+  EXPECT_EQ(out, "");
+  // Other braces are literal text.
+  ASSERT_TRUE(template_render("{\"q\": \"{prompt}\"} {prompt", "x", &out).ok());
+  EXPECT_EQ(out, "{\"q\": \"x\"} {prompt");
+}
+
+TEST(ChatTemplate, MissingPlaceholderIsAnError) {
+  std::string out;
+  for (const char* t : {"", "no placeholder", "{Prompt}", "{ prompt }", "{prompt"}) {
+    Status st = template_render(t, "hi", &out);
+    EXPECT_FALSE(st.ok()) << t;
+    EXPECT_NE(st.msg.find("no {prompt} placeholder"), std::string::npos) << st.msg;
+    EXPECT_FALSE(template_check(t).ok()) << t;
+  }
+  EXPECT_TRUE(template_check("{prompt}").ok());
+}
+
+TEST(ChatTemplate, Unescape) {
+  EXPECT_EQ(template_unescape("<|user|>\\n{prompt}\\n\\n<|assistant|>\\n"), "<|user|>\n{prompt}\n\n<|assistant|>\n");
+  EXPECT_EQ(template_unescape("a\\tb\\rc\\\\n"), "a\tb\rc\\n");
+  EXPECT_EQ(template_unescape("\\x\\"), "\\x\\");  // unknown escapes and a trailing backslash stay
 }

@@ -39,7 +39,9 @@ __attribute__((target("avx512f"))) float fma_loop_512(long iters, float seed) {
     for (int i = 0; i < kChains; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
   __m512 s = acc[0];
   for (int i = 1; i < kChains; i++) s = _mm512_add_ps(s, acc[i]);
-  return _mm512_reduce_add_ps(s);
+  float out[16];
+  _mm512_storeu_ps(out, s);
+  return out[0];  // consumed by the caller so the loop is not dead code
 }
 
 double cpuinfo_mhz() {
