@@ -35,9 +35,24 @@ int run_tasks(Args& a) {
   Status st = task_split_parse(arg_str(a, "split"), &g.split);
   if (!st.ok()) return cli_fail(a, st);
   g.families = split_list(arg_str(a, "families"));
+  long long val_n = 0;
+  if (!arg_int_or_report(a, "val-n", &val_n)) return 1;
+  const std::string val_out = arg_str(a, "val-out");
+  if (val_n < 0 || (val_n > 0) != !val_out.empty())
+    return cli_fail(a, errorf("--val-n and --val-out go together (--val-n >= 1)"));
+  // A validation split: val_n more items of the same split, after the n
+  // others, so the two are disjoint and the first n are what --n alone gives.
+  g.n += val_n;
   std::vector<TaskItem> items;
   st = tasks_generate(g, &items);
   if (!st.ok()) return cli_fail(a, st);
+  if (val_n > 0) {
+    std::vector<TaskItem> val(items.end() - val_n, items.end());
+    items.resize(items.size() - val_n);
+    st = tasks_write_jsonl(val_out, val);
+    if (!st.ok()) return cli_fail(a, st);
+    fprintf(stderr, "wrote %zu validation items to %s\n", val.size(), val_out.c_str());
+  }
   std::string out = arg_str(a, "out");
   if (out.empty() || out == "-") {
     std::string s = tasks_to_jsonl(items);
@@ -131,6 +146,8 @@ const Command& command_tasks() {
           {"split", nullptr, "train", "train or eval"},
           {"families", nullptr, "", "Comma-separated families (default: all, round robin)"},
           {"out", nullptr, "-", "Output JSONL file (- for stdout)"},
+          {"val-n", nullptr, "0", "Also this many more items of the split, disjoint from the others, into --val-out"},
+          {"val-out", nullptr, "", "The validation items' JSONL file (with --val-n)"},
       },
       run_tasks,
   };

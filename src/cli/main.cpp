@@ -31,6 +31,7 @@ const Command& command_eval();
 const Command& command_dryrun();
 const Command& command_bench_infer();
 const Command& command_pipeline();
+const Command& command_experiment();
 
 const std::vector<const Command*>& all_commands() {
   static const std::vector<const Command*> cmds = {
@@ -52,6 +53,7 @@ const std::vector<const Command*>& all_commands() {
       &command_dryrun(),
       &command_bench_infer(),
       &command_pipeline(),
+      &command_experiment(),
   };
   return cmds;
 }

@@ -180,6 +180,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"PIPELINE_SCALE", "1", "pipeline",
      "Size of `bitkd pipeline`: 1 (about 15 min on 2 cores), 2, 4, ... multiply teacher and student steps, tasks and "
      "KD prompts (the presets marked x scale); tiny = a 1-2 minute smoke run"},
+    {"PIPELINE_VAL_PROMPTS", "", "pipeline", "Validation items carved from the train split for choosing recipes (empty: the pipeline preset)"},
+    {"PIPELINE_STUDENT_TOKENIZER", "", "pipeline", "Local teacher: teacher (the student uses its tokenizer) or own (empty: the pipeline preset)"},
+    {"PIPELINE_STUDENT_INIT", "", "pipeline", "Local teacher: teacher (the student starts from its weights) or random (empty: the pipeline preset)"},
     {"PIPELINE_TEACHER_DIM", "", "pipeline", "Local float teacher hidden size (empty: the pipeline preset; heads = dim / 32)"},
     {"PIPELINE_TEACHER_LAYERS", "", "pipeline", "Local float teacher layers (empty: the pipeline preset)"},
     {"PIPELINE_TEACHER_STEPS", "", "pipeline", "Local teacher pretraining steps (empty: the pipeline preset)"},

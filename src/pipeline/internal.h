@@ -55,7 +55,7 @@ struct Ctx {
   bool local_teacher = true;
   ProviderSettings hosted;  // when !local_teacher
   std::string teacher_desc;
-  std::string tasks_dir, train_jsonl, eval_jsonl;
+  std::string tasks_dir, train_jsonl, val_jsonl, eval_jsonl;
   std::string teacher_dir, teacher_tok, student_tok;
   bool student_tok_user = false;
   // prompt files: the pipeline's unless the user named their own
@@ -91,11 +91,24 @@ const StageSpec* stage_find(const std::string& name);
 // Helpers the stage definitions use (runner.cpp).
 std::string stage_log_path(const Ctx& cx, const std::string& stage);
 std::string heldout_dir(const Ctx& cx);  // KD traces of the held-out eval prompts
+// Where the traces of one source go: data/ (teacher_sample), data/reference/,
+// data/on_policy/; and the collector's stats file for it.
+std::string traces_dir(const Ctx& cx, const std::string& source);
+std::string traces_stats(const Ctx& cx, const std::string& source);
+// The training data: the trace directories of the plan's sources, comma-separated.
+std::string train_data_dirs(const Ctx& cx);
 std::vector<std::string> command_argv(const Ctx& cx, std::initializer_list<const char*> cmd);
 void add_flag(std::vector<std::string>* v, const std::string& name, const std::string& value);
 void add_flag(std::vector<std::string>* v, const std::string& name, long long value);
 void add_flag_num(std::vector<std::string>* v, const std::string& name, double value);
 Status run_command(Ctx& cx, PipelineStage* rec, const std::vector<std::string>& argv);
+// The environment of the pipeline's commands (artifact layout, threads, seed, student tokenizer, local teacher).
+ProcessEnv child_env(const Ctx& cx);
+// The local teacher server (`bitkd serve` on a free loopback port), started once.
+Status ensure_server(Ctx& cx);
+void stop_server(Ctx& cx);
+// Resolves the plan, the teacher and the artifact paths of a run (runner.cpp).
+Status pipeline_setup(Ctx& cx);
 std::string upstream_run_id(const Ctx& cx, const char* stage);
 std::string fmt_num(double v);
 std::string fmt_duration(double s);
@@ -111,7 +124,7 @@ ojson last_json_numbers(const std::string& log, const Stamp& st, std::initialize
 struct PipelineFacts {
   std::string started, finished;  // ISO timestamps
   double wall_s = 0;
-  std::string baseline_report, eval_report, dryrun_report, collect_stats, summary_path;
+  std::string baseline_report, eval_report, dryrun_report, summary_path;
   std::string failed_stage;  // "" when every stage passed
 };
 Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& facts, std::string* json_text,

@@ -16,7 +16,10 @@ namespace {
 // narrow heads learn to copy from the prompt far sooner than deeper or wider
 // models per CPU second); the longest reference answer is about 35 tokens.
 const std::vector<PipelinePreset> k_presets = {
+    {"PIPELINE_VAL_PROMPTS", "200", false, "16", "validation items carved from the train split (choosing recipes)"},
     {"TOKENIZER_TRAIN_TASKS", "20000", false, "2000", "task items the tokenizers are trained on"},
+    {"PIPELINE_STUDENT_TOKENIZER", "teacher", false, "teacher",
+     "local teacher: the student uses the teacher's tokenizer (teacher), or one of its own (own)"},
     {"PIPELINE_TEACHER_VOCAB", "2048", false, "512", "teacher tokenizer vocabulary"},
     {"PIPELINE_STUDENT_VOCAB", "768", false, "384", "student tokenizer vocabulary"},
     {"PIPELINE_TEACHER_TOKENIZER_TYPE", "bpe", false, "bpe", "teacher tokenizer type"},
@@ -28,7 +31,11 @@ const std::vector<PipelinePreset> k_presets = {
     {"TEACHER_BASELINE_MAX_PROMPTS", "200", false, "16", "held-out prompts for the baseline"},
     {"TEACHER_BASELINE_MAX_TOKENS", "40", false, "40", "answer length limit of baseline, eval and collection"},
     {"EVAL_MAX_PROMPTS", "200", false, "16", "held-out prompts for eval (= the baseline's)"},
-    {"KD_MAX_PROMPTS", "5000", true, "48", "train prompts the teacher answers with logprobs"},
+    {"KD_MAX_PROMPTS", "5000", true, "48", "train prompts the teacher answers or scores with logprobs"},
+    {"KD_SOURCES", "reference", false, "reference",
+     "trace sources collected and trained on: reference (the teacher scores the reference answers), teacher_sample"},
+    {"PIPELINE_STUDENT_INIT", "teacher", false, "teacher",
+     "the student starts from the local teacher's weights (teacher, with a shared tokenizer) or random ones (random)"},
     {"TEACHER_CONCURRENCY", "2", false, "2", "requests in flight to the teacher"},
     {"MINI_DIM", "128", false, "64", "student hidden size"},
     {"MINI_LAYERS", "2", false, "2", "student layers"},
@@ -38,6 +45,8 @@ const std::vector<PipelinePreset> k_presets = {
     {"TRAIN_BATCH_SIZE", "16", false, "8", "student batch"},
     {"TOTAL_STEPS", "2000", true, "40", "student training steps"},
     {"LR", "3e-3", false, "3e-3", "student peak learning rate"},
+    {"KD_WEIGHT", "0.25", false, "0.25", "weight of the KD term (the teacher's distribution)"},
+    {"KD_CE_WEIGHT", "1.0", false, "1.0", "weight of CE on the trace's tokens (the reference answers)"},
 };
 
 const PipelinePreset& preset(const char* var) {
@@ -107,6 +116,31 @@ Status pipeline_plan_make(const Config& c, PipelinePlan* p) {
   const bool tiny = p->tiny;
 
   p->tasks_train = tiny ? 2000 : scaled(20000, p->scale);
+  BK_TRY(pick_int(c, *p, "PIPELINE_VAL_PROMPTS", &p->tasks_val));
+  std::string stok, sinit, sources;
+  BK_TRY(pick_str(c, *p, "PIPELINE_STUDENT_TOKENIZER", &stok));
+  BK_TRY(pick_str(c, *p, "PIPELINE_STUDENT_INIT", &sinit));
+  BK_TRY(pick_str(c, *p, "KD_SOURCES", &sources));
+  if (stok != "teacher" && stok != "own")
+    return errorf("PIPELINE_STUDENT_TOKENIZER=%s: use teacher or own", stok.c_str());
+  if (sinit != "teacher" && sinit != "random")
+    return errorf("PIPELINE_STUDENT_INIT=%s: use teacher or random", sinit.c_str());
+  p->student_shares_tokenizer = stok == "teacher";
+  p->init_from_teacher = sinit == "teacher";
+  p->kd_sources.clear();
+  for (size_t at = 0; at <= sources.size();) {
+    size_t comma = sources.find(',', at);
+    if (comma == std::string::npos) comma = sources.size();
+    std::string one = sources.substr(at, comma - at);
+    at = comma + 1;
+    if (one.empty()) continue;
+    if (one != "teacher_sample" && one != "reference")
+      return errorf("KD_SOURCES=%s: the pipeline collects teacher_sample and reference traces ('%s' is neither; "
+                    "on_policy traces need a student first: see `bitkd experiment`)",
+                    sources.c_str(), one.c_str());
+    p->kd_sources.push_back(one);
+  }
+  if (p->kd_sources.empty()) return errorf("KD_SOURCES is empty: name teacher_sample and/or reference");
   BK_TRY(pick_int(c, *p, "TOKENIZER_TRAIN_TASKS", &p->tokenizer_tasks));
   BK_TRY(pick_int(c, *p, "PIPELINE_TEACHER_VOCAB", &p->teacher_vocab));
   BK_TRY(pick_int(c, *p, "PIPELINE_STUDENT_VOCAB", &p->student_vocab));
@@ -141,6 +175,8 @@ Status pipeline_plan_make(const Config& c, PipelinePlan* p) {
   BK_TRY(pick_int(c, *p, "TRAIN_BATCH_SIZE", &p->s_batch));
   BK_TRY(pick_int(c, *p, "TOTAL_STEPS", &p->s_steps));
   BK_TRY(pick_double(c, *p, "LR", &p->s_lr));
+  BK_TRY(pick_double(c, *p, "KD_WEIGHT", &p->kd_weight));
+  BK_TRY(pick_double(c, *p, "KD_CE_WEIGHT", &p->ce_weight));
   BK_TRY(pick_derived(c, "WARMUP_STEPS", std::min(30LL, std::max(1LL, p->s_steps / 10)), &p->s_warmup));
   BK_TRY(pick_derived(c, "CHECKPOINT_INTERVAL", std::max(1LL, p->s_steps / 2), &p->s_ckpt_interval));
   BK_TRY(pick_derived(c, "LOG_INTERVAL", std::max(1LL, std::min(25LL, p->s_steps / 10)), &p->s_log_interval));
@@ -157,7 +193,8 @@ Status pipeline_plan_make(const Config& c, PipelinePlan* p) {
 
   nlohmann::ordered_json& j = p->settings;
   j["scale"] = p->scale_name;
-  j["tasks"] = {{"train", p->tasks_train}, {"eval", p->tasks_eval}, {"tokenizer_corpus", p->tokenizer_tasks}};
+  j["tasks"] = {{"train", p->tasks_train}, {"val", p->tasks_val}, {"eval", p->tasks_eval},
+                {"tokenizer_corpus", p->tokenizer_tasks}};
   j["tokenizers"] = {{"teacher", {{"type", p->teacher_tok_type}, {"vocab", p->teacher_vocab}}},
                      {"student", {{"type", p->student_tok_type}, {"vocab", p->student_vocab}}}};
   j["teacher"] = {{"dim", p->t_dim},     {"layers", p->t_layers}, {"heads", p->t_heads},
@@ -165,10 +202,14 @@ Status pipeline_plan_make(const Config& c, PipelinePlan* p) {
                   {"lr", p->t_lr},       {"min_lr", p->t_min_lr}, {"warmup", p->t_warmup},
                   {"weight_decay", p->t_wd}, {"weight_quant", "none"}, {"act_bits", 0}};
   j["baseline"] = {{"prompts", p->baseline_prompts}, {"max_tokens", p->baseline_tokens}};
-  j["collect"] = {{"prompts", p->kd_prompts}, {"max_tokens", p->kd_tokens}, {"concurrency", p->concurrency}};
+  j["collect"] = {{"prompts", p->kd_prompts}, {"max_tokens", p->kd_tokens}, {"concurrency", p->concurrency},
+                  {"sources", p->kd_sources}};
   j["student"] = {{"dim", p->s_dim},     {"layers", p->s_layers}, {"heads", p->s_heads},   {"ffn", p->s_ffn},
                   {"seq", p->s_seq},     {"batch", p->s_batch},   {"steps", p->s_steps},   {"lr", p->s_lr},
-                  {"warmup", p->s_warmup}, {"weight_quant", "ternary"}};
+                  {"warmup", p->s_warmup}, {"weight_quant", "ternary"}, {"kd_weight", p->kd_weight},
+                  {"ce_weight", p->ce_weight},
+                  {"tokenizer", p->student_shares_tokenizer ? "teacher's (local teacher)" : "its own"},
+                  {"init", p->init_from_teacher ? "teacher's weights (local teacher)" : "random"}};
   j["eval"] = {{"prompts", p->eval_prompts}, {"max_new_tokens", p->eval_tokens}};
   j["dryrun"] = p->dryrun_flags.empty() ? nlohmann::ordered_json("DRYRUN_* settings")
                                         : nlohmann::ordered_json(shell_join(p->dryrun_flags));

@@ -28,7 +28,7 @@ struct PipelinePlan {
   double scale = 1;
   bool tiny = false;
   // task suite
-  long long tasks_train = 0, tasks_eval = 0, tokenizer_tasks = 0;
+  long long tasks_train = 0, tasks_val = 0, tasks_eval = 0, tokenizer_tasks = 0;
   // tokenizers
   long long teacher_vocab = 0, student_vocab = 0;
   std::string teacher_tok_type, student_tok_type;
@@ -38,10 +38,13 @@ struct PipelinePlan {
   // baseline, eval, collect
   long long baseline_prompts = 0, baseline_tokens = 0, eval_prompts = 0, eval_tokens = 0;
   long long kd_prompts = 0, kd_tokens = 0, concurrency = 0;
+  std::vector<std::string> kd_sources;  // "reference", "teacher_sample"
   // student
   long long s_dim = 0, s_layers = 0, s_heads = 0, s_ffn = 0, s_seq = 0, s_batch = 0, s_steps = 0, s_warmup = 0;
   long long s_ckpt_interval = 0, s_log_interval = 0;
-  double s_lr = 0;
+  double s_lr = 0, kd_weight = 0, ce_weight = 0;
+  // With a local teacher: the student uses its tokenizer, and starts from its weights.
+  bool student_shares_tokenizer = true, init_from_teacher = true;
   bool budget_user = false;  // BUDGET_TOKENS set by the user (else counted from the traces)
   double budget_user_value = 0;
   // dry run: empty = the 7B defaults

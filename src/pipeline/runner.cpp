@@ -81,8 +81,6 @@ bool fingerprinted(const std::string& name) {
   return true;
 }
 
-ProcessEnv child_env(const Ctx& cx);
-
 // The environment a stage's commands run with: the common one plus its own.
 ProcessEnv stage_env(const Ctx& cx, const StageSpec& s) {
   ProcessEnv e = child_env(cx);
@@ -157,6 +155,8 @@ void print_stage_line(Ctx& cx, const std::string& name, const std::string& statu
   fflush(stdout);
 }
 
+}  // namespace
+
 // The environment every command sees: the resolved artifact layout, threads,
 // seed and log level (so flags given to `bitkd pipeline` reach the stages),
 // the student tokenizer and, for the local teacher, where it is served.
@@ -188,63 +188,7 @@ ProcessEnv child_env(const Ctx& cx) {
   return e;
 }
 
-// ---- the local teacher server ------------------------------------------------------
-
-Status ensure_server(Ctx& cx) {
-  if (!cx.local_teacher || cx.server_pid > 0) return ok_status();
-  const std::string ckpt = checkpoint_find_latest(cx.teacher_dir);
-  if (ckpt.empty()) return errorf("no teacher checkpoint in %s (the pretrain stage writes it)", cx.teacher_dir.c_str());
-  const std::string log = stage_log_path(cx, "serve");
-  remove_files({log});
-  std::vector<std::string> argv = command_argv(cx, {"serve"});
-  add_flag(&argv, "model", ckpt);
-  add_flag(&argv, "tokenizer", cx.teacher_tok);
-  add_flag(&argv, "host", "127.0.0.1");
-  add_flag(&argv, "port", "0");
-  add_flag(&argv, "model-name", kServedTeacherName);
-  add_flag(&argv, "workers", std::max(1LL, cx.plan.concurrency));
-  append_to_file(log, "# " + utc_timestamp_iso() + "\n$ " + shell_join(argv) + "\n");
-  pid_t pid = 0;
-  BK_TRY(process_spawn(argv, child_env(cx), log, &pid));
-  cx.server_pid = pid;
-  process_track(pid);
-  printf("      teacher server: starting `bitkd serve` on 127.0.0.1 (log %s)\n", log.c_str());
-  // Ready when it prints "listening on http://HOST:PORT".
-  const double t0 = now_seconds();
-  const std::string key = "listening on ";
-  while (true) {
-    std::string text;
-    if (read_file(log, &text).ok()) {
-      size_t at = text.find(key + "http://");
-      size_t end = at == std::string::npos ? at : text.find_first_of("\r\n", at);
-      if (end != std::string::npos) {
-        cx.server_url = text.substr(at + key.size(), end - at - key.size()) + "/v1";
-        printf("      teacher server: %s (pid %d)\n", cx.server_url.c_str(), (int)pid);
-        fflush(stdout);
-        return ok_status();
-      }
-    }
-    int status = 0;
-    if (process_ended(pid, &status)) {
-      process_untrack(pid);
-      cx.server_pid = 0;
-      return errorf("the teacher server stopped before it was ready (%s); see %s",
-                    process_describe_exit(status).c_str(), log.c_str());
-    }
-    if (process_interrupted()) return errorf("interrupted (signal %d)", process_interrupted());
-    if (now_seconds() - t0 > 300) return errorf("the teacher server did not report a port within 300 s; see %s", log.c_str());
-    sleep_seconds(0.1);
-  }
-}
-
-void stop_server(Ctx& cx) {
-  if (cx.server_pid <= 0) return;
-  cx.server_cpu_s += process_stop(cx.server_pid, 10.0);
-  process_untrack(cx.server_pid);
-  append_to_file(stage_log_path(cx, "serve"), "# " + utc_timestamp_iso() + " stopped by the pipeline (SIGTERM)\n");
-  printf("      teacher server: stopped\n");
-  cx.server_pid = 0;
-}
+namespace {
 
 // ---- one stage --------------------------------------------------------------------
 
@@ -397,7 +341,12 @@ Status resolve_teacher(Ctx& cx) {
   return ok_status();
 }
 
-Status setup(Ctx& cx) {
+long long topk_or_default(const Config& c) {
+  long long k = 20;
+  return config_int(c, "TEACHER_TOP_LOGPROBS", &k).ok() ? k : 20;
+}
+
+Status setup_impl(Ctx& cx) {
   const std::vector<std::string> names = pipeline_stage_names();
   std::string list;
   for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
@@ -416,12 +365,29 @@ Status setup(Ctx& cx) {
   cx.stamps_dir = path_join(cx.paths.root, "stamps");
   cx.tasks_dir = path_join(cx.paths.root, "tasks");
   cx.train_jsonl = path_join(cx.tasks_dir, "train.jsonl");
+  cx.val_jsonl = path_join(cx.tasks_dir, "val.jsonl");
   cx.eval_jsonl = path_join(cx.tasks_dir, "eval.jsonl");
   cx.teacher_dir = path_join(cx.paths.root, "teacher");
   cx.teacher_tok = path_join(cx.teacher_dir, "tokenizer.model");
+  // A hosted teacher that cannot score a given text gives teacher samples only.
+  if (!cx.local_teacher && !config_user_set(cx.cfg, "KD_SOURCES") &&
+      !provider_check_score(cx.hosted, (int)topk_or_default(cx.cfg)).ok()) {
+    cx.plan.kd_sources = {"teacher_sample"};
+    cx.plan.settings["collect"]["sources"] = cx.plan.kd_sources;
+    printf("note: %s cannot score a given text, so the traces are its own samples (KD_SOURCES=teacher_sample)\n",
+           cx.teacher_desc.c_str());
+  }
   cx.student_tok_user = config_user_set(cx.cfg, "TOKENIZER_NAME");
+  // A local teacher's tokenizer serves the student too, unless the user names
+  // one or asks for its own (then traces are projected between vocabularies).
+  if (!cx.local_teacher || cx.student_tok_user) cx.plan.student_shares_tokenizer = false;
+  if (!cx.plan.student_shares_tokenizer) cx.plan.init_from_teacher = false;  // the weights need the tokenizer
+  cx.plan.settings["student"]["tokenizer"] = cx.plan.student_shares_tokenizer ? "the teacher's" : "its own";
+  cx.plan.settings["student"]["init"] = cx.plan.init_from_teacher ? "the teacher's weights" : "random";
   cx.student_tok = cx.student_tok_user ? config_str(cx.cfg, "TOKENIZER_NAME")
-                                       : path_join(path_join(cx.paths.root, "tokenizer"), "tokenizer.model");
+                   : cx.plan.student_shares_tokenizer
+                       ? cx.teacher_tok
+                       : path_join(path_join(cx.paths.root, "tokenizer"), "tokenizer.model");
   cx.baseline_prompts_user = config_user_set(cx.cfg, "TEACHER_BASELINE_PROMPTS_FILE");
   cx.eval_prompts_user = config_user_set(cx.cfg, "EVAL_PROMPTS_FILE");
   cx.kd_prompts_user = config_user_set(cx.cfg, "KD_PROMPTS_FILE");
@@ -441,10 +407,84 @@ Status setup(Ctx& cx) {
 
 }  // namespace
 
+// ---- the local teacher server ------------------------------------------------------
+
+Status ensure_server(Ctx& cx) {
+  if (!cx.local_teacher || cx.server_pid > 0) return ok_status();
+  const std::string ckpt = checkpoint_find_latest(cx.teacher_dir);
+  if (ckpt.empty()) return errorf("no teacher checkpoint in %s (the pretrain stage writes it)", cx.teacher_dir.c_str());
+  const std::string log = stage_log_path(cx, "serve");
+  remove_files({log});
+  std::vector<std::string> argv = command_argv(cx, {"serve"});
+  add_flag(&argv, "model", ckpt);
+  add_flag(&argv, "tokenizer", cx.teacher_tok);
+  add_flag(&argv, "host", "127.0.0.1");
+  add_flag(&argv, "port", "0");
+  add_flag(&argv, "model-name", kServedTeacherName);
+  add_flag(&argv, "workers", std::max(1LL, cx.plan.concurrency));
+  append_to_file(log, "# " + utc_timestamp_iso() + "\n$ " + shell_join(argv) + "\n");
+  pid_t pid = 0;
+  BK_TRY(process_spawn(argv, child_env(cx), log, &pid));
+  cx.server_pid = pid;
+  process_track(pid);
+  printf("      teacher server: starting `bitkd serve` on 127.0.0.1 (log %s)\n", log.c_str());
+  // Ready when it prints "listening on http://HOST:PORT".
+  const double t0 = now_seconds();
+  const std::string key = "listening on ";
+  while (true) {
+    std::string text;
+    if (read_file(log, &text).ok()) {
+      size_t at = text.find(key + "http://");
+      size_t end = at == std::string::npos ? at : text.find_first_of("\r\n", at);
+      if (end != std::string::npos) {
+        cx.server_url = text.substr(at + key.size(), end - at - key.size()) + "/v1";
+        printf("      teacher server: %s (pid %d)\n", cx.server_url.c_str(), (int)pid);
+        fflush(stdout);
+        return ok_status();
+      }
+    }
+    int status = 0;
+    if (process_ended(pid, &status)) {
+      process_untrack(pid);
+      cx.server_pid = 0;
+      return errorf("the teacher server stopped before it was ready (%s); see %s",
+                    process_describe_exit(status).c_str(), log.c_str());
+    }
+    if (process_interrupted()) return errorf("interrupted (signal %d)", process_interrupted());
+    if (now_seconds() - t0 > 300) return errorf("the teacher server did not report a port within 300 s; see %s", log.c_str());
+    sleep_seconds(0.1);
+  }
+}
+
+void stop_server(Ctx& cx) {
+  if (cx.server_pid <= 0) return;
+  cx.server_cpu_s += process_stop(cx.server_pid, 10.0);
+  process_untrack(cx.server_pid);
+  append_to_file(stage_log_path(cx, "serve"), "# " + utc_timestamp_iso() + " stopped by the pipeline (SIGTERM)\n");
+  printf("      teacher server: stopped\n");
+  cx.server_pid = 0;
+}
+
+Status pipeline_setup(Ctx& cx) { return setup_impl(cx); }
+
 // ---- helpers for the stage definitions ----------------------------------------------
 
 std::string stage_log_path(const Ctx& cx, const std::string& stage) { return path_join(cx.paths.logs, stage + ".log"); }
 std::string heldout_dir(const Ctx& cx) { return path_join(cx.paths.data, "heldout"); }
+
+std::string traces_dir(const Ctx& cx, const std::string& source) {
+  return source == "teacher_sample" ? cx.paths.data : path_join(cx.paths.data, source);
+}
+
+std::string traces_stats(const Ctx& cx, const std::string& source) {
+  return path_join(cx.paths.logs, source == "teacher_sample" ? "collect_stats.json" : "collect_" + source + "_stats.json");
+}
+
+std::string train_data_dirs(const Ctx& cx) {
+  std::string dirs;
+  for (const std::string& s : cx.plan.kd_sources) dirs += (dirs.empty() ? "" : ",") + traces_dir(cx, s);
+  return dirs;
+}
 
 std::vector<std::string> command_argv(const Ctx& cx, std::initializer_list<const char*> cmd) {
   std::vector<std::string> v = {cx.exe};
@@ -571,7 +611,7 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
   Ctx cx;
   cx.cfg = cfg;
   cx.opt = opt;
-  BK_TRY(setup(cx));
+  BK_TRY(pipeline_setup(cx));
 
   long long threads = 0;
   BK_TRY(config_int(cfg, "THREADS", &threads));
@@ -639,7 +679,6 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
   f.baseline_report = path_join(cx.paths.reports, "teacher_baseline.json");
   f.eval_report = path_join(cx.paths.reports, "mini_evaluation_report.json");
   f.dryrun_report = path_join(cx.paths.reports, "dryrun_7b.json");
-  f.collect_stats = path_join(cx.paths.logs, "collect_stats.json");
   f.summary_path = path_join(cx.paths.reports, "pipeline_summary.json");
   f.failed_stage = failed_stage;
   std::string json_text, human;

@@ -50,23 +50,31 @@ std::string tasks_what(const Ctx& cx) {
 }
 void tasks_inputs(const Ctx& cx, ojson* in) {
   (*in)["train"] = cx.plan.tasks_train;
+  (*in)["val"] = cx.plan.tasks_val;
   (*in)["eval"] = cx.plan.tasks_eval;
 }
-std::vector<std::string> tasks_outputs(const Ctx& cx) { return {cx.train_jsonl, cx.eval_jsonl}; }
+std::vector<std::string> tasks_outputs(const Ctx& cx) { return {cx.train_jsonl, cx.val_jsonl, cx.eval_jsonl}; }
 Status tasks_run(Ctx& cx, bool, PipelineStage* rec) {
   BK_TRY(make_dirs(cx.tasks_dir));
-  for (int split = 0; split < 2; split++) {
-    std::vector<std::string> a = command_argv(cx, {"tasks"});
-    add_flag(&a, "split", split == 0 ? "train" : "eval");
-    add_flag(&a, "n", split == 0 ? cx.plan.tasks_train : cx.plan.tasks_eval);
-    add_flag(&a, "out", split == 0 ? cx.train_jsonl : cx.eval_jsonl);
-    BK_TRY(run_command(cx, rec, a));
-  }
-  return ok_status();
+  // Validation items come from the train split but are kept out of it: no
+  // teacher pretraining or trace ever sees them (recipes are chosen on them).
+  std::vector<std::string> a = command_argv(cx, {"tasks"});
+  add_flag(&a, "split", "train");
+  add_flag(&a, "n", cx.plan.tasks_train);
+  add_flag(&a, "out", cx.train_jsonl);
+  add_flag(&a, "val-n", cx.plan.tasks_val);
+  add_flag(&a, "val-out", cx.val_jsonl);
+  BK_TRY(run_command(cx, rec, a));
+  a = command_argv(cx, {"tasks"});
+  add_flag(&a, "split", "eval");
+  add_flag(&a, "n", cx.plan.tasks_eval);
+  add_flag(&a, "out", cx.eval_jsonl);
+  return run_command(cx, rec, a);
 }
 ojson tasks_numbers(const Ctx& cx, const Stamp&) {
-  return ojson{{"train_items", cx.plan.tasks_train}, {"eval_items", cx.plan.tasks_eval},
-               {"train_file", cx.train_jsonl}, {"eval_file", cx.eval_jsonl}};
+  return ojson{{"train_items", cx.plan.tasks_train}, {"val_items", cx.plan.tasks_val},
+               {"eval_items", cx.plan.tasks_eval}, {"train_file", cx.train_jsonl}, {"val_file", cx.val_jsonl},
+               {"eval_file", cx.eval_jsonl}};
 }
 
 // ---- tokenizers: teacher (local teacher only) and student ---------------------------
@@ -76,16 +84,18 @@ std::string tokenizers_what(const Ctx& cx) {
   std::string what;
   if (cx.local_teacher) what = "teacher " + p.teacher_tok_type + " " + std::to_string(p.teacher_vocab);
   what += std::string(what.empty() ? "" : ", ") + "student " +
-          (cx.student_tok_user ? cx.student_tok + " (TOKENIZER_NAME)"
-                               : p.student_tok_type + " " + std::to_string(p.student_vocab));
+          (cx.student_tok_user                ? cx.student_tok + " (TOKENIZER_NAME)"
+           : p.student_shares_tokenizer ? std::string("the teacher's")
+                                        : p.student_tok_type + " " + std::to_string(p.student_vocab));
   return "tokenizers: " + what;
 }
 void tokenizers_inputs(const Ctx& cx, ojson* in) {
   const PipelinePlan& p = cx.plan;
   (*in)["corpus_tasks"] = p.tokenizer_tasks;
   if (cx.local_teacher) (*in)["teacher"] = p.teacher_tok_type + "/" + std::to_string(p.teacher_vocab);
-  (*in)["student"] = cx.student_tok_user ? "user: " + file_hash(cx.student_tok)
-                                         : p.student_tok_type + "/" + std::to_string(p.student_vocab);
+  (*in)["student"] = cx.student_tok_user               ? "user: " + file_hash(cx.student_tok)
+                     : p.student_shares_tokenizer ? std::string("teacher's")
+                                                  : p.student_tok_type + "/" + std::to_string(p.student_vocab);
 }
 std::vector<std::string> tokenizers_outputs(const Ctx& cx) {
   std::vector<std::string> o = {cx.student_tok};
@@ -103,7 +113,8 @@ Status tokenizers_run(Ctx& cx, bool, PipelineStage* rec) {
     return run_command(cx, rec, a);
   };
   if (cx.local_teacher) BK_TRY(train(cx.plan.teacher_tok_type, cx.plan.teacher_vocab, cx.teacher_tok));
-  if (!cx.student_tok_user) BK_TRY(train(cx.plan.student_tok_type, cx.plan.student_vocab, cx.student_tok));
+  if (!cx.student_tok_user && !cx.plan.student_shares_tokenizer)
+    BK_TRY(train(cx.plan.student_tok_type, cx.plan.student_vocab, cx.student_tok));
   return ok_status();
 }
 ojson tokenizers_numbers(const Ctx& cx, const Stamp&) {
@@ -235,7 +246,9 @@ ojson teacher_numbers(const Ctx& cx, const Stamp&) {
 // ---- collect: KD traces (train prompts, and the held-out ones apart) -----------------
 
 std::string collect_what(const Ctx& cx) {
-  return "KD traces for " + std::to_string(cx.plan.kd_prompts) + " prompts, top-" +
+  std::string src;
+  for (const std::string& x : cx.plan.kd_sources) src += (src.empty() ? "" : " + ") + x;
+  return "KD traces (" + src + ") for " + std::to_string(cx.plan.kd_prompts) + " prompts, top-" +
          config_str(cx.cfg, "TEACHER_TOP_LOGPROBS", "20") + " logprobs";
 }
 void collect_inputs(const Ctx& cx, ojson* in) {
@@ -244,9 +257,15 @@ void collect_inputs(const Ctx& cx, ojson* in) {
   (*in)["tasks"] = cx.kd_prompts_user ? file_hash(config_str(cx.cfg, "KD_PROMPTS_FILE")) : file_hash(cx.train_jsonl);
   (*in)["prompts"] = cx.plan.kd_prompts;
   (*in)["max_tokens"] = cx.plan.kd_tokens;
+  (*in)["sources"] = cx.plan.kd_sources;
 }
 std::vector<std::string> collect_outputs(const Ctx& cx) {
-  return {logs(cx, "collect_stats.json"), path_join(cx.paths.data, kd_shard_name(0))};
+  std::vector<std::string> o;
+  for (const std::string& src : cx.plan.kd_sources) {
+    o.push_back(traces_stats(cx, src));
+    o.push_back(path_join(traces_dir(cx, src), kd_shard_name(0)));
+  }
+  return o;
 }
 // Traces of a hosted teacher cost money: never deleted automatically (a rerun
 // resumes and adds what is missing). Local traces are remade.
@@ -263,41 +282,66 @@ void remove_traces(const Ctx& cx, const std::string& dir, const std::string& sta
   for (const std::string& n : list_files(dir, "kd_prompts_", ".parquet")) f.push_back(path_join(dir, n));
   remove_files(f);
 }
-void collect_clean(Ctx& cx) { remove_traces(cx, cx.paths.data, logs(cx, "collect_stats.json")); }
+void collect_clean(Ctx& cx) {
+  for (const char* src : {"teacher_sample", "reference"}) remove_traces(cx, traces_dir(cx, src), traces_stats(cx, src));
+}
 Status collect_run(Ctx& cx, bool, PipelineStage* rec) {
-  std::vector<std::string> a = command_argv(cx, {"collect"});
-  if (!cx.kd_prompts_user) add_flag(&a, "prompts", cx.train_jsonl);
-  add_flag(&a, "max-prompts", cx.plan.kd_prompts);
-  add_flag(&a, "max-tokens", cx.plan.kd_tokens);
-  add_flag(&a, "concurrency", cx.plan.concurrency);
-  add_flag(&a, "tokenizer", cx.student_tok);
-  BK_TRY(run_command(cx, rec, a));
-  // A run where prompts failed leaves holes; say so rather than train on less.
-  ojson s;
-  if (read_json_file(logs(cx, "collect_stats.json"), &s) && s.contains("prompts")) {
-    long long failed = s["prompts"].value("failed", 0LL);
-    long long ok = s["prompts"].value("ok", 0LL) + s["prompts"].value("already_collected", 0LL);
-    if (ok == 0) return errorf("no prompt was collected (%lld failed); see logs/collect_stats.json", failed);
-    if (failed > 0) BK_LOG_WARN("collect: %lld prompts failed (kept going with %lld); rerun to retry them", failed, ok);
+  for (const std::string& src : cx.plan.kd_sources) {
+    std::vector<std::string> a = command_argv(cx, {"collect"});
+    if (!cx.kd_prompts_user) add_flag(&a, "prompts", cx.train_jsonl);
+    add_flag(&a, "max-prompts", cx.plan.kd_prompts);
+    add_flag(&a, "max-tokens", cx.plan.kd_tokens);
+    add_flag(&a, "concurrency", cx.plan.concurrency);
+    add_flag(&a, "tokenizer", cx.student_tok);
+    add_flag(&a, "source", src);
+    add_flag(&a, "out", traces_dir(cx, src));
+    add_flag(&a, "stats", traces_stats(cx, src));
+    // Scoring a given text needs legacy Completions with echo (bitkd serve, vLLM, llama.cpp).
+    if (src != "teacher_sample") add_flag(&a, "api", "completions");
+    BK_TRY(run_command(cx, rec, a));
+    // A run where prompts failed leaves holes; say so rather than train on less.
+    ojson s;
+    if (read_json_file(traces_stats(cx, src), &s) && s.contains("prompts")) {
+      long long failed = s["prompts"].value("failed", 0LL);
+      long long ok = s["prompts"].value("ok", 0LL) + s["prompts"].value("already_collected", 0LL);
+      if (ok == 0) return errorf("no %s prompt was collected (%lld failed); see %s", src.c_str(), failed,
+                                 traces_stats(cx, src).c_str());
+      if (failed > 0)
+        BK_LOG_WARN("collect: %lld %s prompts failed (kept going with %lld); rerun to retry them", failed, src.c_str(),
+                    ok);
+    }
   }
   return ok_status();
 }
 ojson collect_numbers(const Ctx& cx, const Stamp&) {
-  ojson s, j = ojson::object();
-  if (!read_json_file(logs(cx, "collect_stats.json"), &s)) return j;
-  if (s.contains("prompts")) {
-    j["prompts_ok"] = s["prompts"].value("ok", ojson());
-    j["prompts_already"] = s["prompts"].value("already_collected", ojson());
-    j["prompts_failed"] = s["prompts"].value("failed", ojson());
+  ojson j = ojson::object();
+  long long ok = 0, already = 0, failed = 0, steps = 0, valid = 0;
+  double mass = 0;
+  int nmass = 0;
+  for (const std::string& src : cx.plan.kd_sources) {
+    ojson s;
+    if (!read_json_file(traces_stats(cx, src), &s)) continue;
+    ojson one = ojson::object();
+    if (s.contains("prompts")) {
+      ok += s["prompts"].value("ok", 0LL), already += s["prompts"].value("already_collected", 0LL);
+      failed += s["prompts"].value("failed", 0LL);
+      one["prompts_ok"] = s["prompts"].value("ok", 0LL) + s["prompts"].value("already_collected", 0LL);
+    }
+    if (s.contains("steps")) {
+      steps += s["steps"].value("total", 0LL), valid += s["steps"].value("valid", 0LL);
+      if (s["steps"].contains("mean_topk_mass") && s["steps"]["mean_topk_mass"].is_number())
+        mass += s["steps"]["mean_topk_mass"].get<double>(), nmass++;
+      one["steps"] = s["steps"].value("total", ojson());
+      one["steps_valid"] = s["steps"].value("valid", ojson());
+    }
+    j["sources"][src] = one;
   }
-  if (s.contains("steps")) {
-    j["steps"] = s["steps"].value("total", ojson());
-    j["steps_valid"] = s["steps"].value("valid", ojson());
-    j["mean_topk_mass"] = s["steps"].value("mean_topk_mass", ojson());
-  }
-  j["steps_per_s"] = s.value("steps_per_s", ojson());
-  j["bytes_written"] = s.value("bytes_written", ojson());
-  j["shards"] = (int64_t)list_files(cx.paths.data, "kd_shard_", ".parquet").size();
+  j["prompts_ok"] = ok;
+  j["prompts_already"] = already;
+  j["prompts_failed"] = failed;
+  j["steps"] = steps;
+  j["steps_valid"] = valid;
+  j["mean_topk_mass"] = nmass ? ojson(mass / nmass) : ojson();
   return j;
 }
 
@@ -344,14 +388,18 @@ ojson heldout_numbers(const Ctx& cx, const Stamp&) {
 
 std::string train_what(const Ctx& cx) {
   const PipelinePlan& p = cx.plan;
-  return "ternary student " + std::to_string(p.s_dim) + "x" + std::to_string(p.s_layers) + ", " +
-         std::to_string(p.s_steps) + " steps of " + std::to_string(p.s_batch) + " (KD, A8 -> A4 flip)";
+  return "ternary student " +
+         (p.init_from_teacher ? std::string("from the teacher's weights")
+                              : std::to_string(p.s_dim) + "x" + std::to_string(p.s_layers)) +
+         ", " + std::to_string(p.s_steps) + " steps of " + std::to_string(p.s_batch) + " (KD, A8 -> A4 flip)";
 }
 void train_inputs(const Ctx& cx, ojson* in) {
   const PipelinePlan& p = cx.plan;
   (*in)["tokenizer"] = tokenizer_file_hash(cx.student_tok);
+  (*in)["sources"] = p.kd_sources;
+  (*in)["init"] = p.init_from_teacher ? "teacher" : "random";
   (*in)["model"] = {p.s_dim, p.s_layers, p.s_heads, p.s_ffn, p.s_seq};
-  (*in)["train"] = {p.s_batch, p.s_steps, p.s_lr, p.s_warmup};
+  (*in)["train"] = {p.s_batch, p.s_steps, p.s_lr, p.s_warmup, p.kd_weight, p.ce_weight};
 }
 std::vector<std::string> train_outputs(const Ctx& cx) { return {latest_checkpoint(cx.paths.checkpoints)}; }
 void train_clean(Ctx& cx) {
@@ -367,7 +415,7 @@ Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
     // it is reached.
     LoaderOptions lo;
     BK_TRY(loader_options_from_config(cx.cfg, &lo));
-    lo.data_dir = cx.paths.data;
+    lo.data_dir = train_data_dirs(cx);
     lo.max_seq_len = (int)p.s_seq;
     lo.batch_size = (int)p.s_batch;
     Tokenizer tok;
@@ -384,6 +432,8 @@ Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
   }
   std::vector<std::string> a = command_argv(cx, {"train"});
   add_flag(&a, "tokenizer", cx.student_tok);
+  add_flag(&a, "data", train_data_dirs(cx));
+  if (p.init_from_teacher) add_flag(&a, "init-from", checkpoint_find_latest(cx.teacher_dir));
   add_flag(&a, "dim", p.s_dim);
   add_flag(&a, "layers", p.s_layers);
   add_flag(&a, "heads", p.s_heads);
@@ -393,6 +443,8 @@ Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
   add_flag(&a, "steps", p.s_steps);
   add_flag_num(&a, "lr", p.s_lr);
   add_flag(&a, "warmup", p.s_warmup);
+  add_flag_num(&a, "kd-weight", p.kd_weight);
+  add_flag_num(&a, "ce-weight", p.ce_weight);
   add_flag(&a, "budget", fmt_num(budget));
   add_flag(&a, "checkpoint-interval", p.s_ckpt_interval);
   add_flag(&a, "log-interval", p.s_log_interval);
@@ -498,7 +550,7 @@ const std::vector<StageSpec> k_stages = {
      collect_run, collect_clean, collect_numbers},
     {"heldout", {"tasks", "tokenizers", "pretrain"}, false, true, heldout_what, heldout_inputs, heldout_outputs,
      heldout_run, heldout_clean, heldout_numbers},
-    {"train", {"tokenizers", "collect"}, false, false, train_what, train_inputs, train_outputs, train_run, train_clean,
+    {"train", {"tokenizers", "pretrain", "collect"}, false, false, train_what, train_inputs, train_outputs, train_run, train_clean,
      train_numbers},
     {"eval", {"tasks", "tokenizers", "teacher", "heldout", "train"}, false, false, eval_what, eval_inputs,
      eval_outputs, eval_run, nullptr, eval_numbers},

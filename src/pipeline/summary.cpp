@@ -82,7 +82,9 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   const bool have_baseline = stage_ok("teacher") && load(f.baseline_report, &baseline);
   const bool have_eval = stage_ok("eval") && load(f.eval_report, &eval);
   const bool have_dryrun = stage_ok("dryrun") && load(f.dryrun_report, &dryrun);
-  const bool have_collect = stage_ok("collect") && load(f.collect_stats, &collect);
+  // The collect stage's numbers sum its sources' stats files.
+  const bool have_collect = stage_ok("collect") && nums["collect"].contains("steps");
+  collect = nums["collect"];
   const ojson& tr = nums["train"];
   const ojson& pt = nums["pretrain"];
 
@@ -124,8 +126,8 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   k["train_final_kl"] = num_json(num(tr, {"last_kl"}));
   k["train_final_ce"] = num_json(num(tr, {"last_ce"}));
   k["train_flip_done"] = tr.contains("flip_done") ? tr["flip_done"] : ojson(nullptr);
-  k["kd_steps"] = num_json(have_collect ? num(collect, {"steps", "total"}) : NAN);
-  k["kd_steps_valid"] = num_json(have_collect ? num(collect, {"steps", "valid"}) : NAN);
+  k["kd_steps"] = num_json(have_collect ? num(collect, {"steps"}) : NAN);
+  k["kd_steps_valid"] = num_json(have_collect ? num(collect, {"steps_valid"}) : NAN);
 
   // ---- checklist (the PoC's, with real checks)
   std::vector<Check> cl;
@@ -146,9 +148,9 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
                   "teacher " + fmt(qt_base) + ", untrained " + fmt(qu) + ", student " + fmt(qs)});
   }
   {
-    double valid = have_collect ? num(collect, {"steps", "valid"}) : NAN;
-    double total = have_collect ? num(collect, {"steps", "total"}) : NAN;
-    double failed = have_collect ? num(collect, {"prompts", "failed"}) : NAN;
+    double valid = have_collect ? num(collect, {"steps_valid"}) : NAN;
+    double total = have_collect ? num(collect, {"steps"}) : NAN;
+    double failed = have_collect ? num(collect, {"prompts_failed"}) : NAN;
     cl.push_back({"KD traces collected, >= 95% of steps valid", status_of(have_collect, total > 0 && valid >= 0.95 * total),
                   fmt(valid, "%.0f") + " valid of " + fmt(total, "%.0f") + " steps (" + pct(valid / total) + "); " +
                       fmt(failed, "%.0f") + " prompts failed"});
@@ -248,7 +250,9 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   j["checklist"] = cj;
   j["checklist_counts"] = {{"pass", pass}, {"fail", fail}, {"not_measured", nm}};
   ojson arts;
-  for (const std::string& p : {f.baseline_report, f.eval_report, f.dryrun_report, f.collect_stats})
+  std::vector<std::string> artifacts = {f.baseline_report, f.eval_report, f.dryrun_report};
+  for (const std::string& src : cx.plan.kd_sources) artifacts.push_back(traces_stats(cx, src));
+  for (const std::string& p : artifacts)
     arts[p] = file_exists(p);
   j["artifacts"] = arts;
   *json_text = j.dump(2) + "\n";

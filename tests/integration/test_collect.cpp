@@ -5,6 +5,8 @@
 // an uninterrupted run. Waits are on events (server output, inotify), never
 // on the clock.
 #include <fcntl.h>
+
+#include <cmath>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -290,6 +292,55 @@ TEST_F(Collect, TeacherBaselineReportAndLock) {
   json r5 = read_json(art + "/reports/teacher_baseline.json");
   EXPECT_EQ(r5["results"].size(), 5u);
   EXPECT_NE(r5["prompts_hash"], hash6);
+}
+
+// The teacher scoring given texts: the reference answers (source reference)
+// and a student's own answers (source on_policy; the teacher's checkpoint
+// stands in for the student, it shares the tokenizer). Each row records its
+// source and the task score of its text; the steps spell the scored text.
+TEST_F(Collect, ScoresReferencesAndAStudentsAnswers) {
+  for (const char* source : {"reference", "on_policy"}) {
+    SCOPED_TRACE(source);
+    const std::string data = g.dir + "/scored_" + source;
+    std::string out;
+    std::string extra = std::string("--api completions --source ") + source;
+    if (std::string(source) == "on_policy") extra += " --student " + q(g.ckpt);
+    ASSERT_EQ(bitkd(collect_args(g.base_url, data, 8, extra), &out), 0) << out;
+    Rows r;
+    read_rows(data, &r);
+    ASSERT_EQ(r.prompts.size(), 8u);
+    int64_t valid = 0;
+    for (const auto& kv : r.prompts) {
+      const bk::KdPrompt& p = kv.second;
+      EXPECT_EQ(p.source, source);
+      EXPECT_EQ(p.finish_reason, "stop");
+      if (std::string(source) == "reference") {
+        EXPECT_EQ(p.response_text, p.reference);
+        EXPECT_EQ(p.score, 1.0) << "a reference scores itself perfectly";
+      } else {
+        EXPECT_TRUE(std::isfinite(p.score));
+      }
+          // The steps of this prompt spell its text from their byte offsets on.
+      std::string spelled;
+      int32_t first = -1;
+      for (const auto& st : r.steps)
+        if (st.first.first == p.prompt_idx) {
+          if (first < 0) first = std::get<3>(st.second);
+          spelled += std::get<0>(st.second);
+          valid += std::get<2>(st.second);
+        }
+      if (p.response_text.empty()) continue;
+      ASSERT_GE(first, 0) << "no step for prompt " << p.prompt_idx;
+      // (A barely trained student's answers hold byte tokens, whose step text is an escape.)
+      if (std::string(source) == "reference")
+        EXPECT_EQ(p.response_text.substr((size_t)first), spelled) << "prompt " << p.prompt_idx;
+    }
+    EXPECT_GT(valid, 0);
+  }
+  // A chat-only API cannot score: refused before any request.
+  std::string out;
+  EXPECT_NE(bitkd(collect_args(g.base_url, g.dir + "/scored_chat", 2, "--api chat --provider openai --source reference"), &out),
+            0);
 }
 
 TEST_F(Collect, CollectsReadableShardsAndResumes) {

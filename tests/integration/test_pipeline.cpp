@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/kd_schema.h"
 #include "testutil/testutil.h"
 
 using json = nlohmann::json;
@@ -95,9 +96,10 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
 
   // Every artifact of the layout.
   for (const char* p :
-       {"tasks/train.jsonl", "tasks/eval.jsonl", "tokenizer/tokenizer.model", "teacher/tokenizer.model",
-        "reports/teacher_baseline.json", "data/kd_shard_000.parquet", "data/kd_prompts_000.parquet",
-        "logs/collect_stats.json", "logs/train_metrics.jsonl", "logs/pretrain_metrics.jsonl",
+       {"tasks/train.jsonl", "tasks/val.jsonl", "tasks/eval.jsonl", "teacher/tokenizer.model",
+        "reports/teacher_baseline.json", "data/reference/kd_shard_000.parquet",
+        "data/reference/kd_prompts_000.parquet", "logs/collect_reference_stats.json", "logs/train_metrics.jsonl",
+        "logs/pretrain_metrics.jsonl",
         "reports/mini_evaluation_report.json", "reports/dryrun_7b.json", "reports/pipeline_summary.json",
         "logs/serve.log", "data/heldout/kd_shard_000.parquet", "logs/collect_heldout_stats.json"})
     EXPECT_TRUE(exists(art + "/" + p)) << p;
@@ -136,7 +138,7 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
   json ev = load(art + "/reports/mini_evaluation_report.json");
   json base = load(art + "/reports/teacher_baseline.json");
   json dry = load(art + "/reports/dryrun_7b.json");
-  json stats = load(art + "/logs/collect_stats.json");
+  json stats = load(art + "/logs/collect_reference_stats.json");
   const json& k = sum["key_numbers"];
   for (const char* f : {"student_quality", "teacher_quality", "qei", "qei_speed", "student_memory_gb",
                         "teacher_memory_gb", "student_tps", "teacher_tps"})
@@ -161,6 +163,21 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
   expect_same(k["kd_steps"], stats["steps"]["total"], "kd_steps");
   EXPECT_EQ(stage(sum, "collect")["numbers"]["prompts_ok"], stats["prompts"]["ok"]);
   EXPECT_EQ(stats["prompts"]["ok"].get<long long>(), 48);  // the tiny preset's KD_MAX_PROMPTS
+  // The default recipe: the teacher scores the reference answers, and the
+  // student starts from its weights with its tokenizer.
+  EXPECT_EQ(sum["settings"]["collect"]["sources"], json::array({"reference"}));
+  EXPECT_NE(stage(sum, "train")["commands"][0].get<std::string>().find("--init-from"), std::string::npos);
+  {
+    bk::KdPromptReader pr;
+    ASSERT_TRUE(pr.open(art + "/data/reference/kd_prompts_000.parquet").ok());
+    std::vector<bk::KdPrompt> rows;
+    ASSERT_TRUE(pr.read_row_group(0, &rows).ok());
+    ASSERT_FALSE(rows.empty());
+    for (const bk::KdPrompt& p : rows) {
+      EXPECT_EQ(p.source, "reference");
+      EXPECT_EQ(p.response_text, p.reference) << "the scored text is the reference answer";
+    }
+  }
   EXPECT_EQ(base["metrics"]["total_prompts"].get<long long>(), 16);
   EXPECT_EQ(ev["eval_config"]["total_prompts"].get<long long>(), 16);
   // The teacher's memory for QEI is measured from its checkpoint, not a constant.
@@ -196,7 +213,7 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
 
   // A second run does nothing: every stage skipped, no artifact rewritten.
   const std::string ckpt_report = art + "/reports/mini_evaluation_report.json";
-  const long long t_eval = mtime_ns(ckpt_report), t_shard = mtime_ns(art + "/data/kd_shard_000.parquet");
+  const long long t_eval = mtime_ns(ckpt_report), t_shard = mtime_ns(art + "/data/reference/kd_shard_000.parquet");
   rc = bk_test::run_command(pipeline_cmd(dir, "", ""), &out);
   ASSERT_EQ(rc, 0) << out;
   json sum2 = load(art + "/reports/pipeline_summary.json");
@@ -205,7 +222,7 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
     EXPECT_EQ(stage(sum2, s)["duration_s"].get<double>(), 0.0) << s;
   }
   EXPECT_EQ(mtime_ns(ckpt_report), t_eval);
-  EXPECT_EQ(mtime_ns(art + "/data/kd_shard_000.parquet"), t_shard);
+  EXPECT_EQ(mtime_ns(art + "/data/reference/kd_shard_000.parquet"), t_shard);
   EXPECT_EQ(out.find("teacher server: starting"), std::string::npos) << "no stage needed the server";
   // Numbers of skipped stages still come from their outputs.
   EXPECT_EQ(sum2["key_numbers"], sum["key_numbers"]);
@@ -325,7 +342,7 @@ TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
     EXPECT_EQ(stage(sum, s)["status"], "ok") << s;
   json base = load(dir + "/artifacts/reports/teacher_baseline.json");
   EXPECT_EQ(base["model"], "my-teacher");
-  json stats = load(dir + "/artifacts/logs/collect_stats.json");
+  json stats = load(dir + "/artifacts/logs/collect_reference_stats.json");
   EXPECT_EQ(stats["model"], "my-teacher");
   EXPECT_GT(stats["steps"]["valid"].get<long long>(), 0);
 }

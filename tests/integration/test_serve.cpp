@@ -5,6 +5,8 @@
 // authentication and clean shutdown on signals.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <httplib.h>
 #include <poll.h>
 #include <signal.h>
@@ -345,6 +347,53 @@ TEST(Serve, OpenAiApiEndToEnd) {
   EXPECT_EQ(again.j["choices"][0]["message"]["content"], content);
 
   EXPECT_EQ(stop_server(&s, SIGTERM), 0) << read_file(s.log_path);
+}
+
+// Scoring a given text (teacher scoring for KD on references and on-policy
+// traces): echo + logprobs with max_tokens 0 returns every prompt token, its
+// logprob under the model and its top alternatives, with offsets that place
+// the tokens in the text.
+TEST(Serve, EchoScoresTheGivenText) {
+  TinyModel m;
+  ASSERT_NO_FATAL_FAILURE(make_tiny_model("serve_echo", &m));
+  Server s;
+  ASSERT_NO_FATAL_FAILURE(start_server(m, {"--model-name", "tiny"}, {}, &s));
+  const std::string text = "<|user|>\nlist 3 gamma\n\n<|assistant|>\n{\"items\": [\"gamma\"], \"n\": 3}";
+  json b = {{"model", "tiny"}, {"prompt", text}, {"echo", true}, {"logprobs", 3}, {"max_tokens", 0}};
+  Reply r = post(s.port, "/v1/completions", b.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json& ch = r.j["choices"][0];
+  EXPECT_EQ(ch["text"], text);
+  EXPECT_EQ(r.j["usage"]["completion_tokens"], 0);
+  const json& lp = ch["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), lp["token_logprobs"].size());
+  ASSERT_EQ(lp["tokens"].size(), lp["text_offset"].size());
+  ASSERT_EQ(lp["tokens"].size(), lp["top_logprobs"].size());
+  std::string spelled;
+  for (size_t i = 0; i < lp["tokens"].size(); i++) {
+    EXPECT_EQ(lp["text_offset"][i].get<size_t>(), spelled.size()) << i;  // ASCII: code points are bytes
+    spelled += lp["tokens"][i].get<std::string>();
+    // After a BOS every token has context: a logprob, and a best alternative at least as likely.
+    ASSERT_TRUE(lp["token_logprobs"][i].is_number()) << i;
+    const double own = lp["token_logprobs"][i].get<double>();
+    EXPECT_LE(own, 0.0);
+    ASSERT_TRUE(lp["top_logprobs"][i].is_object());
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 3u);
+    double best = -1e30;
+    for (auto it = lp["top_logprobs"][i].begin(); it != lp["top_logprobs"][i].end(); ++it)
+      best = std::max(best, it.value().get<double>());
+    EXPECT_GE(best + 1e-6, own) << i;
+  }
+  EXPECT_EQ(spelled, text);
+  // Without max_tokens 0, generation continues after the scored prompt; with
+  // streaming, echo is refused.
+  b["max_tokens"] = 4;
+  Reply g = post(s.port, "/v1/completions", b.dump());
+  ASSERT_EQ(g.status, 200) << g.body;
+  EXPECT_EQ(g.j["choices"][0]["text"].get<std::string>().rfind(text, 0), 0u);
+  b["stream"] = true;
+  Reply bad = post(s.port, "/v1/completions", b.dump());
+  EXPECT_EQ(bad.status, 400) << bad.body;
 }
 
 TEST(Serve, ApiKeyAndSigint) {

@@ -77,7 +77,7 @@ std::vector<KdStep> steps_for(int64_t idx, const std::string& prompt, const std:
 
 // Writes n_shards shards of `per_shard` task prompts into dir.
 Corpus write_corpus(const std::string& dir, int n_shards, int per_shard, const std::string& hash,
-                    bool with_prompts = true, bool drop_offsets = false) {
+                    bool with_prompts = true, bool drop_offsets = false, const char* source = "teacher_sample") {
   Corpus c;
   TaskGenOptions g;
   g.n = n_shards * per_shard;
@@ -106,6 +106,8 @@ Corpus write_corpus(const std::string& dir, int n_shards, int per_shard, const s
       p.finish_reason = "stop";
       p.task = it.task;
       p.reference = it.response;
+      p.source = source;
+      p.score = idx % 2 ? 1.0 : 0.0;  // every other teacher sample "wrong"
       if (with_prompts) {
         EXPECT_TRUE(pw.append(p).ok());
       }
@@ -167,13 +169,10 @@ void check_batch(const LoaderBatch& b) {
       EXPECT_EQ(b.segment[i], -1);
       EXPECT_EQ(b.kd_mask[i], 0);
     }
-    if (b.targets[i] >= 0) {
-      loss++;
-      EXPECT_GT(b.ce_weight[i], 0.f);
-    }
+    if (b.targets[i] >= 0) EXPECT_GT(b.ce_weight[i], 0.f);
+    if (b.targets[i] >= 0 || b.kd_mask[i]) loss++;
     if (b.kd_mask[i]) {
       kd++;
-      EXPECT_GE(b.targets[i], 0);
       EXPECT_GE(b.topk_ids[i * b.K], 0);
       EXPECT_LT(b.other_logprob[i], 0.f);
     } else {
@@ -423,4 +422,48 @@ TEST(Loader, OptionsFromConfig) {
   EXPECT_FLOAT_EQ(o.align.plain_ce_weight, 1.0f);
   config_set(&c, "KD_PACK", "maybe", SRC_FLAG);
   EXPECT_FALSE(loader_options_from_config(c, &o).ok());
+}
+
+// Trace sources: several directories read as one stream, a filter by source,
+// teacher samples dropped by their task score, and on-policy examples that
+// train the teacher's distribution only (no target on the student's own tokens).
+TEST(Loader, SourcesScoresAndOnPolicyExamples) {
+  const std::string a = bk_test::scratch_dir("loader_src_samples"), b = bk_test::scratch_dir("loader_src_onpolicy");
+  write_corpus(a, 1, 20, tokenizer_hash(tok()));
+  write_corpus(b, 1, 10, tokenizer_hash(tok()), true, false, "on_policy");
+  LoaderOptions o = base_opts(a + "," + b);
+  LoaderStats st;
+  std::vector<LoaderBatch> all = drain(o, 1000, &st);
+  EXPECT_EQ(st.examples, 30);
+  int64_t on_policy_rows = 0;
+  for (const LoaderBatch& x : all) {
+    check_batch(x);
+    for (int r = 0; r < x.B; r++) {
+      bool any_kd = false, any_target = false;
+      for (int t = 0; t < x.T; t++) {
+        any_kd |= x.kd_mask[(size_t)r * x.T + t] != 0;
+        any_target |= x.targets[(size_t)r * x.T + t] >= 0;
+      }
+      if (any_kd && !any_target) on_policy_rows++;
+    }
+  }
+  EXPECT_EQ(on_policy_rows, 10) << "on-policy rows carry KD buckets and no target";
+
+  o.sources = {"on_policy"};
+  drain(o, 1000, &st);
+  EXPECT_EQ(st.examples, 10);
+  EXPECT_EQ(st.prompts_filtered, 20);
+
+  o.sources.clear();
+  o.sample_min_score = 1.0;  // only the teacher samples the scorer marked correct (odd prompt_idx)
+  drain(o, 1000, &st);
+  EXPECT_EQ(st.examples, 10 + 10);
+  EXPECT_EQ(st.prompts_filtered, 10);
+
+  Config c;
+  ASSERT_TRUE(config_load(&c, "", {{"KD_SOURCES", "reference,bogus"}}).ok());
+  LoaderOptions bad;
+  Status s = loader_options_from_config(c, &bad);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.msg.find("'bogus' is not a trace source"), std::string::npos) << s.msg;
 }

@@ -565,3 +565,107 @@ TEST(Providers, RedactSecret) {
   EXPECT_EQ(bk::redact_secret("prefix sk-abcdef... end", "sk-abcdef123456"), "prefix ****... end");
   EXPECT_EQ(bk::redact_secret("nothing here", ""), "nothing here");
 }
+
+// ---- scoring a given text ----------------------------------------------------------
+
+namespace {
+
+// "ab" + "cd" scored: tokens "a", "bc" (straddles the boundary: dropped), "d".
+const char* k_echo_body = R"({"object": "text_completion", "model": "m-1",
+  "choices": [{"index": 0, "text": "abcd", "finish_reason": "length",
+    "logprobs": {"tokens": ["a", "bc", "d"], "token_logprobs": [null, -0.5, -0.25],
+                 "top_logprobs": [null, {"bc": -0.5, "bd": -1.5}, {"d": -0.25, "e": -2.0}],
+                 "text_offset": [0, 1, 3]}}]})";
+
+// vLLM's prompt_logprobs: ids 7 ("ab"), 8 ("c"), 9 ("d"); the first has no context.
+const char* k_vllm_body = R"({"object": "text_completion", "model": "m-1",
+  "choices": [{"index": 0, "text": "", "finish_reason": "length", "logprobs": null,
+    "prompt_token_ids": [7, 8, 9],
+    "prompt_logprobs": [null,
+      {"8": {"logprob": -0.7, "rank": 2, "decoded_token": "c"}, "3": {"logprob": -0.6, "rank": 1, "decoded_token": "x"}},
+      {"9": {"logprob": -0.1, "rank": 1, "decoded_token": "d"}}]}]})";
+
+bk::ProviderClient score_client(const std::string& base_url, const std::string& provider, Sleeps* sl) {
+  bk::ProviderSettings s;
+  s.provider = provider;
+  s.model = "m-1";
+  s.base_url = base_url;
+  s.local = provider != "openai";
+  bk::ProviderHooks h;
+  h.clock = [sl] { return sl->clock; };
+  h.sleep = [sl](double sec, const char*) { sl->clock += sec; };
+  bk::ProviderClient c;
+  EXPECT_TRUE(bk::provider_client_init(&c, s, &h).ok());
+  return c;
+}
+
+}  // namespace
+
+TEST(ProviderScore, EchoShapeKeepsTheContinuationsWholeTokens) {
+  FaultServer fs;
+  fs.canned_body = k_echo_body;
+  fs.start();
+  Sleeps sl;
+  bk::ProviderClient c = score_client(fs.base_url(), "bitkd", &sl);
+  bk::ScoreRequest req;
+  req.prompt = "ab";
+  req.continuation = "cd";
+  req.top_logprobs = 2;
+  bk::CompletionResult r;
+  bk::Status st = bk::provider_score(&c, req, &r);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  EXPECT_EQ(r.text, "cd");
+  EXPECT_EQ(r.finish_reason, "stop");
+  ASSERT_EQ(r.tokens.size(), 1u) << "the token straddling the boundary is dropped";
+  EXPECT_EQ(r.tokens[0].text, "d");
+  EXPECT_EQ(r.tokens[0].byte_offset, 1);
+  EXPECT_FLOAT_EQ(r.tokens[0].logprob, -0.25f);
+  ASSERT_EQ(r.tokens[0].top.size(), 2u);
+  EXPECT_EQ(r.tokens[0].top[0].text, "d");
+  // One legacy Completions request: the whole text, echoed and scored, nothing generated.
+  ASSERT_EQ(fs.bodies.size(), 1u);
+  EXPECT_EQ(fs.paths[0], "/v1/completions");
+  for (const char* want : {"\"prompt\":\"abcd\"", "\"echo\":true", "\"max_tokens\":0", "\"logprobs\":2"})
+    EXPECT_NE(fs.bodies[0].find(want), std::string::npos) << want << " in " << fs.bodies[0];
+}
+
+TEST(ProviderScore, VllmPromptLogprobsShape) {
+  FaultServer fs;
+  fs.canned_body = k_vllm_body;
+  fs.start();
+  Sleeps sl;
+  bk::ProviderClient c = score_client(fs.base_url(), "vllm", &sl);
+  bk::ScoreRequest req;
+  req.prompt = "ab";
+  req.continuation = "cd";
+  req.top_logprobs = 2;
+  bk::CompletionResult r;
+  bk::Status st = bk::provider_score(&c, req, &r);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  ASSERT_EQ(r.tokens.size(), 2u);
+  EXPECT_EQ(r.tokens[0].text, "c");
+  EXPECT_EQ(r.tokens[0].byte_offset, 0);
+  EXPECT_FLOAT_EQ(r.tokens[0].logprob, -0.7f);
+  ASSERT_EQ(r.tokens[0].top.size(), 2u);
+  EXPECT_EQ(r.tokens[0].top[0].text, "x") << "sorted by logprob";
+  EXPECT_EQ(r.tokens[1].text, "d");
+  EXPECT_EQ(r.tokens[1].byte_offset, 1);
+  EXPECT_NE(fs.bodies[0].find("\"prompt_logprobs\":2"), std::string::npos) << fs.bodies[0];
+}
+
+TEST(ProviderScore, HostedChatApisAreRefusedBeforeAnyRequest) {
+  FaultServer fs;
+  fs.canned_body = k_echo_body;
+  fs.start();
+  Sleeps sl;
+  bk::ProviderClient c = score_client(fs.base_url(), "openai", &sl);
+  bk::ScoreRequest req;
+  req.prompt = "ab";
+  req.continuation = "cd";
+  bk::CompletionResult r;
+  bk::Status st = bk::provider_score(&c, req, &r);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("cannot score a given text"), std::string::npos) << st.msg;
+  EXPECT_EQ(r.error_kind, "config");
+  EXPECT_TRUE(fs.bodies.empty());
+}

@@ -277,10 +277,9 @@ Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample*
     return ok_status();
   }
   if (on_policy) {
-    // The student's own tokens are not targets: only the teacher's distribution at them is.
-    for (size_t i = 0; i < ex->targets.size(); i++)
-      if (ex->kd_slot[i] < 0) ex->targets[i] = -1, ex->ce_weight[i] = 0.f;
-      else ex->ce_weight[i] = 0.f;
+    // The student's own tokens are not targets: only the teacher's
+    // distribution at them is (KD positions keep their bucket).
+    for (size_t i = 0; i < ex->targets.size(); i++) ex->targets[i] = -1, ex->ce_weight[i] = 0.f;
   }
   if (ex->response_tokens == 0) {
     L->stats.prompts_no_target++;
