@@ -111,6 +111,7 @@ static int run_eval(Args& a) {
   eo.baseline_path = arg_str(a, "teacher-baseline");
   if (eo.baseline_path.empty()) eo.baseline_path = path_join(paths.reports, "teacher_baseline.json");
   eo.teacher_checkpoint = arg_str(a, "teacher-checkpoint");
+  eo.teacher_tokenizer_path = config_str(c, "TEACHER_TOKENIZER");
   eo.teacher_memory_gb = mem_gb;
   eo.kd_eval = !no_kd;
   eo.kd_shard = arg_str(a, "kd-eval-shard");

@@ -495,11 +495,12 @@ std::string eval_report_json(const EvalReport& r) {
   const double ms = r.weights.total / GB;
   const double mt = r.teacher_memory_bytes > 0 ? r.teacher_memory_bytes / GB : NAN;
   const double tps_s = r.throughput.mean_prompt_tps;
-  const double tps_t = r.have_baseline ? r.teacher_tps : NAN;
+  const double tps_t = r.teacher_tps > 0 ? r.teacher_tps : NAN;
   QeiResult qr = qei_compute(qs, qt, ms, mt, tps_s, tps_t);
   json qm;
   qm["student_tps"] = tps_s;
-  qm["teacher_tps"] = num_or_null(r.have_baseline, tps_t);
+  qm["teacher_tps"] = num_or_null(r.teacher_tps > 0, tps_t);
+  qm["teacher_tps_source"] = r.teacher_tps_source;
   qm["student_memory_gb"] = ms;
   qm["teacher_memory_gb"] = num_or_null(true, mt);
   qm["student_quality"] = num_or_null(true, qs);

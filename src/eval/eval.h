@@ -204,6 +204,11 @@ struct EvalReport {
   bool have_baseline = false;
   std::string baseline_path, teacher_model, teacher_provider;
   double teacher_tps = 0;
+  // How teacher_tps was measured: "in_process" (the local teacher generated
+  // the same prompts through the same session code as the student, so
+  // QEI_speed compares like with like) or "baseline" (the baseline's TPS,
+  // over HTTP for a served teacher).
+  std::string teacher_tps_source;
   double teacher_memory_bytes = 0;
   std::string teacher_memory_source;
   // agreement

@@ -155,9 +155,29 @@ Status evaluate_student(const EvaluateOptions& o, EvalReport* rep_out) {
     BK_LOG_WARN("%s", rep.quality.note.c_str());
     rep.notes.push_back(rep.quality.note);
   }
+  if (rep.have_baseline) rep.teacher_tps_source = "baseline: " + o.baseline_path + " (as the teacher was served)";
   if (!o.teacher_checkpoint.empty()) {
     BK_TRY(measure_teacher(o.teacher_checkpoint, &rep.teacher_memory_bytes));
     rep.teacher_memory_source = "measured: fp32 inference weight bytes of " + o.teacher_checkpoint;
+    // Decode speed like for like: the local teacher generates the same prompts
+    // in this process, through the same session code and threads as the
+    // student (its own tokenizer when it has one, else the student's).
+    if (o.teacher_tps_in_process) {
+      Tokenizer ttok;
+      if (!o.teacher_tokenizer_path.empty())
+        BK_TRY(with_context(tokenizer_load(o.teacher_tokenizer_path, &ttok), "the teacher's tokenizer"));
+      Model tm;
+      BK_TRY(with_context(model_load_any(o.teacher_checkpoint, &tm, nullptr), "TEACHER_CHECKPOINT"));
+      WeightsGuard tw;
+      BK_TRY(infer_weights_create(&tm, INFER_FLOAT, &tw.w));
+      std::vector<EvalPromptResult> tr;
+      EvalGenOptions go = o.gen;
+      go.progress = false;
+      BK_LOG_INFO("eval: the teacher's decode speed, in process on the same prompts");
+      BK_TRY(eval_generate(tw.w, o.teacher_tokenizer_path.empty() ? tok : ttok, prompts, go, &tr));
+      rep.teacher_tps = eval_throughput(tr).mean_prompt_tps;
+      rep.teacher_tps_source = "in_process: " + o.teacher_checkpoint + " (fp32), the same prompts, code and threads";
+    }
   } else if (rep.have_baseline && tb.memory_bytes > 0) {
     rep.teacher_memory_bytes = tb.memory_bytes;
     rep.teacher_memory_source = o.baseline_path + " memory_teacher_constant" +

@@ -27,6 +27,10 @@ struct EvaluateOptions {
   // baseline's recorded value, else teacher_memory_gb.
   std::string teacher_checkpoint;
   double teacher_memory_gb = 0;
+  // With a local teacher checkpoint: time its decode in this process on the
+  // same prompts (QEI_speed like for like) instead of the baseline's TPS.
+  bool teacher_tps_in_process = true;
+  std::string teacher_tokenizer_path;  // the teacher's tokenizer ("" = the student's)
   // Agreement and KL: kd_shard when set (an error if unusable), else the last
   // shard of kd_data_dir (a note if unusable); kd_eval false skips them.
   bool kd_eval = true;

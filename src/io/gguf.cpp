@@ -9,6 +9,7 @@
 
 #include "core/fs.h"
 #include "core/half.h"
+#include "core/ternary_block.h"
 
 namespace bk {
 
@@ -544,25 +545,16 @@ Status gguf_get_str(const GgufFile& f, const std::string& key, std::string* out,
 }
 
 // ---- ternary blocks ----------------------------------------------------------------
+// TQ2_0: two 2-bit code blocks of 128 weights (core/ternary_block.h), then d.
 void tq2_0_pack_block(const int8_t* codes, uint16_t d, uint8_t* out) {
-  for (int half = 0; half < 2; half++) {
-    const int8_t* c = codes + half * 128;
-    for (int m = 0; m < 32; m++) {
-      uint8_t b = 0;
-      for (int k = 0; k < 4; k++) b |= (uint8_t)((c[m + 32 * k] + 1) & 3) << (2 * k);
-      out[half * 32 + m] = b;
-    }
-  }
+  i2_block_pack(codes, 32, out);
+  i2_block_pack(codes + 128, 32, out + 32);
   memcpy(out + 64, &d, 2);
 }
 
 void tq2_0_unpack_block(const uint8_t* in, int8_t* codes, uint16_t* d) {
-  for (int half = 0; half < 2; half++)
-    for (int k = 0; k < 4; k++)
-      for (int m = 0; m < 32; m++) {
-        int v = (in[half * 32 + m] >> (2 * k)) & 3;
-        codes[half * 128 + 32 * k + m] = (int8_t)(v == 3 ? 0 : v - 1);  // 3 never written; read as 0
-      }
+  i2_block_unpack(in, 32, codes);
+  i2_block_unpack(in + 32, 32, codes + 128);
   memcpy(d, in + 64, 2);
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "io/gguf.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 
@@ -482,4 +483,29 @@ TEST(TernaryMatmul, FloatOutputApproximatesDequantizedProduct) {
     for (int i = 0; i < cols; i++) ref += (double)w.gamma * wq[o * cols + i] * (a.q[i] * (double)a.scale[0]);
     EXPECT_NEAR(y[o], ref, 1e-5 * (1 + std::fabs(ref))) << o;
   }
+}
+
+// The packed I2 layout and GGUF's TQ2_0 store the same 2-bit code blocks
+// (core/ternary_block.h): a row of 256 weights packed either way holds the
+// same 64 bytes, so the formats convert by copying.
+TEST(TernaryBlock, I2RowsAndTq2BlocksAreTheSameBytes) {
+  std::vector<int8_t> codes(256);
+  Rng r;
+  rng_seed(&r, 21);
+  for (int8_t& c : codes) c = (int8_t)rng_below(&r, 3) - 1;
+  TernaryMatrix m;
+  ASSERT_TRUE(pack_ternary_i2(codes.data(), 1, 256, 0.5f, &m).ok());
+  ASSERT_EQ(m.row_bytes, 64);
+  uint8_t tq[66];
+  tq2_0_pack_block(codes.data(), 0x3800, tq);  // d = 0.5 in fp16
+  EXPECT_EQ(memcmp(m.data.data(), tq, 64), 0);
+  // The I2 row, with a scale appended, read as a TQ2_0 block.
+  uint8_t block[66];
+  memcpy(block, m.data.data(), 64);
+  memcpy(block + 64, tq + 64, 2);
+  std::vector<int8_t> back(256);
+  uint16_t d = 0;
+  tq2_0_unpack_block(block, back.data(), &d);
+  EXPECT_EQ(back, codes);
+  EXPECT_EQ(d, 0x3800);
 }

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
+#include "core/ternary_block.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ternary.h"
 #include "kernels/cpu/ternary_impl.h"
@@ -87,24 +89,14 @@ void init_matrix(TernaryType type, int32_t rows, int32_t cols, float gamma, Tern
 Status pack_ternary_i2(const int8_t* wq, int32_t rows, int32_t cols, float gamma, TernaryMatrix* out) {
   BK_TRY(check_ternary(wq, rows, cols));
   init_matrix(TERNARY_I2, rows, cols, gamma, out);
-  const int32_t nfull = out->cols_pad / 128;
-  const bool half = out->cols_pad % 128 != 0;
+  const int32_t nfull = out->cols_pad / kI2BlockWeights;
+  const bool half = out->cols_pad % kI2BlockWeights != 0;
+  std::vector<int8_t> row((size_t)out->cols_pad, 0);  // padding weighs 0
   for (int32_t r = 0; r < rows; r++) {
+    memcpy(row.data(), wq + (int64_t)r * cols, (size_t)cols);
     uint8_t* dst = out->data.data() + (int64_t)r * out->row_bytes;
-    for (int32_t b = 0; b < nfull; b++) {
-      for (int32_t j = 0; j < 32; j++) {
-        uint32_t v = 0;
-        for (int32_t k = 0; k < 4; k++) v |= code_at(wq, cols, r, b * 128 + j + 32 * k) << (2 * k);
-        dst[b * 32 + j] = (uint8_t)v;
-      }
-    }
-    if (half) {
-      for (int32_t j = 0; j < 16; j++) {
-        uint32_t v = 0;
-        for (int32_t k = 0; k < 4; k++) v |= code_at(wq, cols, r, nfull * 128 + j + 16 * k) << (2 * k);
-        dst[nfull * 32 + j] = (uint8_t)v;
-      }
-    }
+    for (int32_t b = 0; b < nfull; b++) i2_block_pack(row.data() + b * 128, 32, dst + b * 32);
+    if (half) i2_block_pack(row.data() + nfull * 128, 16, dst + nfull * 32);
   }
   return ok_status();
 }
@@ -151,13 +143,11 @@ namespace {
 void decode_row(const TernaryMatrix& m, int32_t r, uint8_t* codes) {
   const uint8_t* src = m.data.data() + (int64_t)r * m.row_bytes;
   if (m.type == TERNARY_I2) {
-    const int32_t nfull = m.cols_pad / 128;
-    for (int32_t b = 0; b < nfull; b++)
-      for (int32_t j = 0; j < 32; j++)
-        for (int32_t k = 0; k < 4; k++) codes[b * 128 + j + 32 * k] = (src[b * 32 + j] >> (2 * k)) & 3;
-    if (m.cols_pad % 128)
-      for (int32_t j = 0; j < 16; j++)
-        for (int32_t k = 0; k < 4; k++) codes[nfull * 128 + j + 16 * k] = (src[nfull * 32 + j] >> (2 * k)) & 3;
+    const int32_t nfull = m.cols_pad / kI2BlockWeights;
+    std::vector<int8_t> c((size_t)m.cols_pad);
+    for (int32_t b = 0; b < nfull; b++) i2_block_unpack(src + b * 32, 32, c.data() + b * 128);
+    if (m.cols_pad % kI2BlockWeights) i2_block_unpack(src + nfull * 32, 16, c.data() + nfull * 128);
+    for (int32_t i = 0; i < m.cols_pad; i++) codes[i] = (uint8_t)(c[i] + 1);
   } else {
     const int32_t nfull = m.cols_pad / 160;
     auto digits = [](uint32_t x, uint8_t* out, int32_t step) {
