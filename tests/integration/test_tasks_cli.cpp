@@ -76,6 +76,33 @@ TEST(TasksCli, TrainAndEvalDoNotOverlap) {
   for (const TaskItem& it : eval) EXPECT_EQ(train.count(it.prompt), 0u) << it.prompt;
 }
 
+// A validation split carved from the train split: the train file is what
+// --n alone gives, the validation items are the next ones, disjoint from it.
+TEST(TasksCli, ValidationItemsAreCarvedFromTheSplit) {
+  std::string dir = bk_test::scratch_dir("tasks_cli_val");
+  std::string out;
+  ASSERT_EQ(run("tasks --n 40 --split train --seed 2 --out " + dir + "/plain.jsonl", &out), 0) << out;
+  ASSERT_EQ(run("tasks --n 40 --split train --seed 2 --out " + dir + "/train.jsonl --val-n 10 --val-out " + dir +
+                    "/val.jsonl",
+                &out),
+            0)
+      << out;
+  ASSERT_EQ(run("tasks --n 50 --split train --seed 2 --out " + dir + "/all.jsonl", &out), 0) << out;
+  std::string plain, train;
+  ASSERT_TRUE(read_file(dir + "/plain.jsonl", &plain).ok());
+  ASSERT_TRUE(read_file(dir + "/train.jsonl", &train).ok());
+  EXPECT_EQ(train, plain);
+  auto all = read_items(dir + "/all.jsonl"), val = read_items(dir + "/val.jsonl");
+  ASSERT_EQ(val.size(), 10u);
+  std::set<std::string> tr;
+  for (const TaskItem& it : read_items(dir + "/train.jsonl")) tr.insert(it.prompt);
+  for (size_t i = 0; i < val.size(); i++) {
+    EXPECT_EQ(val[i].prompt, all[40 + i].prompt);
+    EXPECT_EQ(tr.count(val[i].prompt), 0u) << val[i].prompt;
+  }
+  EXPECT_NE(run("tasks --n 40 --val-n 5 --out " + dir + "/x.jsonl", &out), 0) << "--val-n without --val-out";
+}
+
 TEST(TasksCli, FamiliesAndErrors) {
   std::string out;
   ASSERT_EQ(run("tasks --n 5 --families sql", &out), 0) << out;

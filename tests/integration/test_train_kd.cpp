@@ -7,6 +7,7 @@
 // bad input: another tokenizer, empty shards, only invalid steps, NaN values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -429,4 +430,54 @@ TEST(KdTrainLibrary, ExactResumeWithoutTheBinary) {
   EXPECT_EQ(rp.train.seen_tokens, rf.train.seen_tokens);
   EXPECT_EQ(rp.train.flip.flip_step, rf.train.flip.flip_step);
   EXPECT_TRUE(resumed.params == full.params) << "the resumed run differs from the uninterrupted one";
+}
+
+// A student from a float teacher's weights: the teacher's shape and every
+// tensor by name, the student's quantization, SubLN added where the teacher
+// had none (its gains start at 1).
+TEST(KdTrainLibrary, StudentFromTeacherWeights) {
+  const Fixture& f = fx();
+  ModelConfig tc;
+  tc.vocab_size = tokenizer_vocab_size(f.tok);
+  tc.dim = 32;
+  tc.n_layers = 2;
+  tc.n_heads = 2;
+  tc.n_kv_heads = 2;
+  tc.head_dim = 16;
+  tc.ffn_dim = 64;
+  tc.max_seq_len = 32;
+  tc.subln = false;
+  tc.weight_quant = WQ_NONE;
+  tc.act_bits = 0;
+  Model teacher;
+  ASSERT_TRUE(model_init(&teacher, tc, 3).ok());
+  for (float& x : teacher.params) x += 0.01f;  // norms too: distinguishable from a fresh init
+  const std::string dir = f.dir + "/teacher_for_init";
+  TrainState ts;
+  std::string path;
+  ASSERT_TRUE(checkpoint_save(dir, teacher, nullptr, nullptr, ts, "", 0, &path).ok());
+  ModelConfig quant;
+  quant.weight_quant = WQ_TERNARY;
+  quant.act_bits = 8;
+  quant.max_seq_len = 64;
+  Model s;
+  int copied = 0;
+  ASSERT_TRUE(student_from_teacher(path, quant, 1, &s, &copied).ok());
+  EXPECT_EQ(s.cfg.dim, 32);
+  EXPECT_EQ(s.cfg.n_layers, 2);
+  EXPECT_TRUE(s.cfg.subln);
+  EXPECT_EQ(s.cfg.weight_quant, WQ_TERNARY);
+  EXPECT_EQ(s.cfg.act_bits, 8);
+  EXPECT_EQ(s.cfg.max_seq_len, 64);
+  EXPECT_EQ(copied, (int)teacher.info.size());
+  for (const ParamInfo& p : s.info) {
+    const ParamInfo* q = model_find_param(teacher, p.name);
+    if (q) {
+      EXPECT_TRUE(std::equal(s.params.begin() + p.offset, s.params.begin() + p.offset + p.numel,
+                             teacher.params.begin() + q->offset))
+          << p.name;
+    } else {
+      for (size_t i = 0; i < p.numel; i++) ASSERT_EQ(s.params[p.offset + i], 1.0f) << p.name << " (a new SubLN gain)";
+    }
+  }
 }

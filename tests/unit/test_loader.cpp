@@ -467,3 +467,20 @@ TEST(Loader, SourcesScoresAndOnPolicyExamples) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.msg.find("'bogus' is not a trace source"), std::string::npos) << s.msg;
 }
+
+// Settings that would otherwise be accepted and ignored are refused, and the
+// configuration records every name a command looks up (what `bitkd
+// pipeline` fingerprints a stage by).
+TEST(Config, RefusesUnsupportedStorageAndRecordsReads) {
+  Config c;
+  Status s = config_load(&c, "", {{"STORAGE_BACKEND", "s3"}});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.msg.find("STORAGE_BACKEND=s3"), std::string::npos) << s.msg;
+  EXPECT_NE(s.msg.find("set STORAGE_BACKEND=local"), std::string::npos) << s.msg;
+  ASSERT_TRUE(config_load(&c, "", {{"STORAGE_BACKEND", "gdrive"}}).ok());
+  c.reads.clear();
+  long long v = 0;
+  ASSERT_TRUE(config_int(c, "TRAIN_BATCH_SIZE", &v).ok());
+  EXPECT_FALSE(config_user_set(c, "ADAM_EPS"));
+  EXPECT_EQ(c.reads, (std::set<std::string>{"TRAIN_BATCH_SIZE", "ADAM_EPS"}));
+}
