@@ -477,3 +477,35 @@ TEST(Kernels, ThreadedMatchesSingleThread) {
   for (int t = 0; t < 9; t++)
     for (int j = 0; j < H * d; j++) ASSERT_EQ(two.o[(size_t)(T + t) * H * d + j], 0.0f);
 }
+
+// attention_row computes every score with the same fixed-order dot product
+// whether a key falls in a block of eight (the vector path) or in the tail:
+// a query's output over n keys equals, bit for bit, a reference that sums
+// each dot product lane by lane in that order (any n, any head size).
+TEST(Kernels, AttentionRowScoresAreFixedOrderDots) {
+  for (int d : {8, 16, 24, 64, 67}) {
+    for (int n : {1, 7, 8, 9, 23, 64}) {
+      auto q = randn(d, 300 + d), k = randn((size_t)n * d, 400 + n), v = randn((size_t)n * d, 500 + n);
+      std::vector<float> out(d), probs(n), ref_scores(n);
+      const float scale = 0.25f;
+      attention_row(out.data(), probs.data(), q.data(), k.data(), v.data(), d, nullptr, n, d, scale);
+      // The reference: lanes i % 8 over whole groups of 8, combined pairwise, then the tail.
+      std::vector<float> e(n);
+      for (int j = 0; j < n; j++) {
+        float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int i = 0;
+        for (; i + 8 <= d; i += 8)
+          for (int l = 0; l < 8; l++) lane[l] = lane[l] + q[i + l] * k[(size_t)j * d + i + l];
+        float s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        for (; i < d; i++) s = s + q[i] * k[(size_t)j * d + i];
+        ref_scores[j] = s * scale;
+      }
+      // Same probabilities as softmax of the reference scores through the same helpers.
+      std::vector<float> p = ref_scores;
+      const float mx = vec_max(p.data(), n);
+      const double sum = vec_exp_shift_sum(p.data(), n, mx);
+      vec_scale(p.data(), n, (float)(1.0 / sum));
+      ASSERT_EQ(probs, p) << "d " << d << " n " << n;
+    }
+  }
+}

@@ -36,9 +36,37 @@ static inline float dot_fixed(const float* a, const float* b, int n) {
   return s;
 }
 
+#ifdef BK_AVX2
+// dot_fixed for 8 keys at once (k rows `stride` floats apart), the same bits:
+// the same lane sums, and a transposed reduction that adds the lanes of each
+// key in the same pairwise order ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
+static inline void dot8_fixed(const float* a, const float* k, size_t stride, int n, float* out) {
+  __m256 acc[8];
+  for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 av = _mm256_loadu_ps(a + i);
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(av, _mm256_loadu_ps(k + j * stride + i)));
+  }
+  const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  const __m256 lo = _mm256_permute2f128_ps(h0, h1, 0x20), hi = _mm256_permute2f128_ps(h0, h1, 0x31);
+  _mm256_storeu_ps(out, _mm256_add_ps(lo, hi));
+  for (; i < n; i++)
+    for (int j = 0; j < 8; j++) out[j] = out[j] + a[i] * k[j * stride + i];
+}
+#endif
+
 void attention_row(float* out, float* probs, const float* q, const float* k, const float* v, int kv_stride,
                    const uint8_t* mask, int nkeys, int d, float scale) {
-  for (int j = 0; j < nkeys; j++)
+  int j = 0;
+#ifdef BK_AVX2
+  for (; j + 8 <= nkeys; j += 8) {
+    dot8_fixed(q, k + (size_t)j * kv_stride, (size_t)kv_stride, d, probs + j);
+    for (int t = j; t < j + 8; t++) probs[t] = mask && !mask[t] ? -INFINITY : probs[t] * scale;
+  }
+#endif
+  for (; j < nkeys; j++)
     probs[j] = mask && !mask[j] ? -INFINITY : dot_fixed(q, k + (size_t)j * kv_stride, d) * scale;
   memset(out, 0, sizeof(float) * d);
   const float mx = vec_max(probs, nkeys);
