@@ -33,6 +33,7 @@ if [ "$with_tests" -eq 1 ]; then
     libbenchmark-dev
     python3 python3-torch python3-numpy
     nodejs npm
+    chromium
   )
 fi
 

@@ -32,6 +32,7 @@ const Command& command_dryrun();
 const Command& command_bench_infer();
 const Command& command_pipeline();
 const Command& command_experiment();
+const Command& command_report();
 
 const std::vector<const Command*>& all_commands() {
   static const std::vector<const Command*> cmds = {
@@ -54,6 +55,7 @@ const std::vector<const Command*>& all_commands() {
       &command_bench_infer(),
       &command_pipeline(),
       &command_experiment(),
+      &command_report(),
   };
   return cmds;
 }

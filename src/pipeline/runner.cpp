@@ -13,6 +13,7 @@
 #include "core/timing.h"
 #include "core/version.h"
 #include "pipeline/internal.h"
+#include "report/report.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 
@@ -686,6 +687,16 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
   if (s2.ok()) s2 = write_file_atomic(f.summary_path, json_text);
   printf("\n%s", human.c_str());
   if (s2.ok()) printf("summary: %s\n", f.summary_path.c_str());
+  if (s2.ok()) {
+    // The page is a view of what was written; failing to write it does not fail the run.
+    ReportPaths rp;
+    rp.reports_dir = cx.paths.reports;
+    rp.logs_dir = cx.paths.logs;
+    ReportResult rr;
+    Status s3 = report_write(rp, &rr);
+    if (s3.ok()) printf("report:  %s (open in a browser)\n", rr.path.c_str());
+    else printf("report:  not written: %s\n", s3.msg.c_str());
+  }
   fflush(stdout);
   if (!failure.ok()) return failure;
   return with_context(s2, "writing the pipeline summary");

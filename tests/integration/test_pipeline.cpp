@@ -128,6 +128,16 @@ TEST(Pipeline, TinyRunWritesEveryArtifactAndSkipsWhenDone) {
         << s["commands"][0];
   }
 
+  // The page: every section found its input, the plots the real reports feed are there.
+  std::ifstream page_in(art + "/reports/report.html");
+  std::string page((std::istreambuf_iterator<char>(page_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(out.find("report:  " + art + "/reports/report.html"), std::string::npos) << out;
+  EXPECT_EQ(page.find("Missing:"), std::string::npos) << page.substr(0, 2000);
+  for (const char* plot : {"student_losses", "student_lr", "teacher_loss", "quality_per_family", "quality_overall",
+                           "decode_speed", "weight_memory"})
+    EXPECT_NE(page.find(std::string("data-plot=\"") + plot + "\""), std::string::npos) << plot;
+  EXPECT_NE(page.find("class=\"marker\""), std::string::npos) << "the A8 -> A4 flip is marked";
+
   // The server was started for the teacher stages and stopped by the pipeline.
   std::ifstream serve_log(art + "/logs/serve.log");
   std::string serve_text((std::istreambuf_iterator<char>(serve_log)), std::istreambuf_iterator<char>());
