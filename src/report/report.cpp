@@ -212,7 +212,7 @@ std::string bar_chart(const std::string& id, const std::string& title, const std
 }
 
 const char* k_css = R"(
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#222}
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:960px;padding:12px;color:#222;overflow-wrap:anywhere}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;width:100%;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
 th{background:#f4f4f4}.pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:600}.nm{color:#777}
@@ -225,13 +225,15 @@ svg .marker-label{font-size:11px;fill:#555}svg .err{stroke:#333;stroke-width:1.2
 @media print{body{max-width:none}h2{break-after:avoid}svg.plot{break-inside:avoid}}
 )";
 
-// Runs in the browser: counts the plots that laid out with real geometry, so
-// a headless browser test can check the page rendered (body data attributes).
+// Runs in the browser: counts the plots that laid out with real geometry and
+// says whether the page fits the window's width (no sideways scrolling on a
+// phone), so a headless browser test can check it (body data attributes).
 const char* k_script = R"(
 addEventListener('load',function(){var p=document.querySelectorAll('svg.plot'),ok=0;
 for(var i=0;i<p.length;i++){var b=p[i].getBBox(),n=p[i].querySelectorAll('path,rect').length;
 if(b.width>0&&b.height>0&&n>0){ok++;p[i].setAttribute('data-rendered','1');}}
-document.body.setAttribute('data-plots-total',p.length);document.body.setAttribute('data-plots-rendered',ok);});
+document.body.setAttribute('data-plots-total',p.length);document.body.setAttribute('data-plots-rendered',ok);
+document.body.setAttribute('data-fits-width',document.documentElement.scrollWidth<=innerWidth?1:0);});
 )";
 
 std::string missing_box(const std::string& what) {

@@ -121,6 +121,11 @@ TEST(ReportChromium, EveryPlotRendersInAHeadlessBrowser) {
   EXPECT_EQ(total, plots) << dom.substr(0, 400);
   EXPECT_EQ(rendered, plots) << "every plot laid out with a non-empty box";
 
+  // On a phone-sized window nothing needs sideways scrolling.
+  std::string phone;
+  ASSERT_EQ(chromium(dir, "--window-size=390,844 --dump-dom 'file://" + page + "'", &phone), "");
+  EXPECT_NE(phone.find("data-fits-width=\"1\""), std::string::npos) << phone.substr(0, 400);
+
   // A picture of it too (what a user sees): chromium writes a PNG.
   std::string shot_out;
   ASSERT_EQ(chromium(dir, "--window-size=1000,3000 --screenshot='" + dir + "/report.png' 'file://" + page + "'", &shot_out),
