@@ -216,6 +216,8 @@ Status compare_quality(const std::vector<EvalPromptResult>& results, const Teach
     out->counted[i] = 1;
     out->student.n++;
     ss += r.score;
+    out->student.per_task[r.item.task].n++;
+    out->student.per_task[r.item.task].score += r.score;
     if (r.json_valid >= 0) out->student.json_n++, sj += r.json_valid;
     if (row >= 0) {
       const TeacherBaselineRow& t = tb->rows[row];
@@ -232,10 +234,14 @@ Status compare_quality(const std::vector<EvalPromptResult>& results, const Teach
       out->teacher_json_valid[i] = jv;
       out->teacher.n++;
       ts += s;
+      out->teacher.per_task[r.item.task].n++;
+      out->teacher.per_task[r.item.task].score += s;
       if (jv >= 0) out->teacher.json_n++, tj += jv;
     }
   }
   for (uint8_t u : teacher_used) out->teacher_only += !u;
+  for (QualitySide* side : {&out->student, &out->teacher})
+    for (auto& kv : side->per_task) kv.second.score /= (double)kv.second.n;
   if (out->student.n) out->student.score = ss / out->student.n;
   if (out->student.json_n) out->student.json_validity = sj / out->student.json_n;
   if (out->teacher.n) out->teacher.score = ts / out->teacher.n;
@@ -583,11 +589,17 @@ std::string eval_report_json(const EvalReport& r) {
                  {"rss_after_load_bytes", r.rss_after_load_bytes},
                  {"note", "peak RSS covers loading the fp32 checkpoint before packing"}};
 
-  auto side = [](const QualitySide& s) {
+  auto per_task_json = [](const QualitySide& s) {
+    json pt = json::object();
+    for (const auto& kv : s.per_task) pt[kv.first] = {{"n", kv.second.n}, {"score", kv.second.score}};
+    return pt;
+  };
+  auto side = [&](const QualitySide& s) {
     return json{{"score", s.n ? json(s.score) : json(nullptr)},
                 {"json_validity", s.json_n ? json(s.json_validity) : json(nullptr)},
                 {"scored_prompts", s.n},
-                {"json_prompts", s.json_n}};
+                {"json_prompts", s.json_n},
+                {"per_task", per_task_json(s)}};
   };
   json qj;
   qj["student"] = side(q.student);

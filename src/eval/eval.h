@@ -89,6 +89,11 @@ struct QualitySide {
   double score = 0;           // mean task score
   int64_t json_n = 0;         // JSON-family prompts among them
   double json_validity = 0;   // fraction of those whose response parses
+  struct Family {
+    int64_t n = 0;
+    double score = 0;  // mean over its n prompts
+  };
+  std::map<std::string, Family> per_task;  // by task family (same shape as the baseline's)
 };
 
 struct QualityComparison {

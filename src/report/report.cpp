@@ -327,21 +327,24 @@ Status report_write(const ReportPaths& p, ReportResult* out) {
   // ---- quality
   h += "<h2>Quality on the held-out prompts</h2>\n";
   if (have_eval) {
-    std::map<std::string, std::pair<double, double>> sst, tst;  // family -> (sum, n)
-    for (const json& r : ev.value("results", json::array())) {
-      const std::string t = r.value("task", std::string());
-      if (t.empty() || !r.value("counted", false)) continue;
-      if (r.contains("score") && r["score"].is_number()) sst[t].first += r["score"].get<double>(), sst[t].second++;
-      if (r.contains("teacher_score") && r["teacher_score"].is_number())
-        tst[t].first += r["teacher_score"].get<double>(), tst[t].second++;
-    }
+    // Families as eval scored them (quality.<side>.per_task): teacher, student, untrained side by side.
+    const char* const side_keys[] = {"teacher", "student", "untrained"};
+    const char* const side_names[] = {"teacher", "student", "untrained model"};
+    const json& q = ev["quality"];
     std::vector<std::string> cats;
-    Series sv{"student", {}, {}}, tv{"teacher", {}, {}};
-    for (const auto& kv : sst) {
-      cats.push_back(kv.first);
-      sv.y.push_back(kv.second.first / kv.second.second);
-      tv.y.push_back(tst.count(kv.first) ? tst[kv.first].first / tst[kv.first].second : NAN);
+    std::vector<const char*> keys;
+    std::vector<Series> sides;
+    for (int k = 0; k < 3; k++) {
+      const char* side = side_keys[k];
+      if (!q.contains(side) || !q[side].is_object() || !q[side].contains("per_task")) continue;
+      for (auto it = q[side]["per_task"].begin(); it != q[side]["per_task"].end(); ++it)
+        if (std::find(cats.begin(), cats.end(), it.key()) == cats.end()) cats.push_back(it.key());
+      keys.push_back(side);
+      sides.push_back(Series{side_names[k], {}, {}});
     }
+    std::sort(cats.begin(), cats.end());
+    for (size_t k = 0; k < sides.size(); k++)
+      for (const std::string& c : cats) sides[k].y.push_back(get(q, {keys[k], "per_task", c.c_str(), "score"}));
     const double qs = get(ev, {"quality", "student", "score"}), qt = get(ev, {"quality", "teacher", "score"}),
                  qu = get(ev, {"quality", "untrained", "score"});
     h += "<p>Task score: teacher <b>" + num(qt) + "</b>, student <b>" + num(qs) + "</b>, untrained model " + num(qu) +
@@ -349,11 +352,11 @@ Status report_write(const ReportPaths& p, ReportResult* out) {
          num(get(ev, {"quality", "student", "json_validity"})) + "; top-1 agreement " + num(get(ev, {"agreement", "top1"})) +
          ".</p>\n";
     if (!cats.empty()) {
-      h += bar_chart("quality_per_family", "Task score per family (held-out)", cats, {tv, sv});
+      h += bar_chart("quality_per_family", "Task score per family (held-out)", cats, sides);
       out->plots++;
     }
     h += bar_chart("quality_overall", "Task score overall", {"all families"},
-                   {Series{"teacher", {}, {qt}}, Series{"student", {}, {qs}}, Series{"untrained", {}, {qu}}});
+                   {Series{"teacher", {}, {qt}}, Series{"student", {}, {qs}}, Series{"untrained model", {}, {qu}}});
     out->plots++;
   } else {
     h += missing_box(eval_path + " (the eval stage writes it)");

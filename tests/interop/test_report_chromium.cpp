@@ -55,16 +55,11 @@ void write_run(const std::string& art) {
       {{"status", "ok"}, {"scale", "tiny"}, {"wall_s", 12.0}, {"machine", "test <machine>"},
        {"teacher", {{"description", "teacher <b>bold</b>"}}}, {"stages", stages},
        {"checklist", {{{"item", "loss fell"}, {"status", "pass"}, {"detail", "7.5 -> 0.3"}}}}});
-  json results = json::array();
-  for (int i = 0; i < 6; i++)
-    results.push_back({{"task", i % 2 ? "sql" : "json_object"}, {"counted", true}, {"score", i % 3 ? 1.0 : 0.0},
-                       {"teacher_score", 1.0}});
   put(art + "/reports/mini_evaluation_report.json",
-      {{"results", results},
-       {"quality",
-        {{"student", {{"score", 0.5}, {"json_validity", 1.0}}},
-         {"teacher", {{"score", 1.0}, {"json_validity", 1.0}}},
-         {"untrained", {{"score", 0.0}}}}},
+      {{"quality",
+        {{"student", {{"score", 0.5}, {"json_validity", 1.0}, {"per_task", {{"json_object", {{"n", 3}, {"score", 0.4}}}, {"sql", {{"n", 3}, {"score", 0.6}}}}}}},
+         {"teacher", {{"score", 1.0}, {"json_validity", 1.0}, {"per_task", {{"json_object", {{"n", 3}, {"score", 1.0}}}, {"sql", {{"n", 3}, {"score", 1.0}}}}}}},
+         {"untrained", {{"score", 0.05}, {"per_task", {{"json_object", {{"n", 3}, {"score", 0.0}}}, {"sql", {{"n", 3}, {"score", 0.1}}}}}}}}},
        {"agreement", {{"top1", 0.8}}},
        {"qei_metrics",
         {{"qei", 2.5}, {"qei_speed", 6.0}, {"student_tps", 3000.0}, {"teacher_tps", 1500.0},

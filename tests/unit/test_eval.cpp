@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -521,6 +522,20 @@ TEST(EvalReportJson, PocFieldsAndConsistency) {
   EXPECT_NEAR(q["teacher_quality"].get<double>(), mean(t_scores), 1e-12);
   EXPECT_NEAR(q["teacher_quality"].get<double>(), 4.0 / 7.0, 1e-12);
   EXPECT_NEAR(q["student_tps"].get<double>(), mean(tps), 1e-9);
+  // Per family: the mean over that family's counted prompts, on both sides.
+  std::map<std::string, std::vector<double>> fam_s, fam_t;
+  for (const json& e : j["results"])
+    if (e["counted"].get<bool>()) fam_s[e["task"]].push_back(e["score"]), fam_t[e["task"]].push_back(e["teacher_score"]);
+  const json& sp = j["quality"]["student"]["per_task"];
+  const json& tp = j["quality"]["teacher"]["per_task"];
+  ASSERT_EQ(sp.size(), fam_s.size());
+  ASSERT_EQ(tp.size(), fam_t.size());
+  for (const auto& kv : fam_s) {
+    EXPECT_EQ(sp[kv.first]["n"].get<size_t>(), kv.second.size()) << kv.first;
+    EXPECT_NEAR(sp[kv.first]["score"].get<double>(), mean(kv.second), 1e-12) << kv.first;
+    EXPECT_EQ(tp[kv.first]["n"].get<size_t>(), kv.second.size()) << kv.first;
+    EXPECT_NEAR(tp[kv.first]["score"].get<double>(), mean(fam_t[kv.first]), 1e-12) << kv.first;
+  }
   // Student: 9 prompts; teacher: tasks 1..7 and a failed prompt of its own.
   EXPECT_EQ(j["quality"]["matched_prompts"], 7);
   EXPECT_EQ(j["quality"]["student_only_prompts"], 2);  // task 0 and the unscored prompt
