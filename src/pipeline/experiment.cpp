@@ -14,6 +14,7 @@
 #include "data/kd_schema.h"
 #include "data/loader/loader.h"
 #include "pipeline/internal.h"
+#include "report/report.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 
@@ -318,6 +319,11 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   BK_TRY(write_file_atomic(jpath, j.dump(2) + "\n"));
   BK_TRY(write_file_atomic(mpath, md));
   printf("\n%s\nwrote %s and %s\n", md.c_str(), jpath.c_str(), mpath.c_str());
+  ReportPaths rp;
+  rp.reports_dir = cx.paths.reports;
+  rp.logs_dir = cx.paths.logs;
+  ReportResult rr;
+  if (report_write(rp, &rr).ok()) printf("report: %s\n", rr.path.c_str());
   for (const Run& r : runs)
     if (!r.ok) return errorf("arm %s seed %d failed: %s", r.arm.c_str(), r.seed, r.error.c_str());
   return ok_status();

@@ -436,7 +436,8 @@ Status report_write(const ReportPaths& p, ReportResult* out) {
            "</td><td>" + num(get(a, {"val_mean"})) + " &plusmn; " + num(get(a, {"val_sd"})) + "</td><td>" +
            num(get(a, {"heldout_mean"})) + " &plusmn; " + num(get(a, {"heldout_sd"})) + "</td></tr>\n";
     }
-    h += "</table>\n";
+    h += "</table>\n<p>The teacher itself: validation " + num(get(abl, {"teacher", "val"})) + ", held-out " +
+         num(get(abl, {"teacher", "heldout"})) + ".</p>\n";
     std::vector<std::string> short_cats;
     for (size_t i = 0; i < cats.size(); i++) short_cats.push_back(std::to_string(i + 1));
     h += bar_chart("ablation", "Task score per arm (1 = first row of the table)", short_cats, {v, ho}, {ve, he});

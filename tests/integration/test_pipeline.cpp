@@ -357,4 +357,62 @@ TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
   EXPECT_GT(stats["steps"]["valid"].get<long long>(), 0);
 }
 
+// `bitkd experiment` at the tiny scale: two arms (one of them on-policy, which
+// collects the student's own answers mid-run) x two seeds. The table is the
+// mean and sample standard deviation of its own runs, every run has its logs,
+// and an unknown arm is refused before anything runs.
+TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
+  const std::string dir = bk_test::scratch_dir("experiment_tiny");
+  const std::string art = dir + "/artifacts";
+  std::string out;
+  const std::string base = "cd '" + dir + "' && " + kUnset + "OMP_WAIT_POLICY=PASSIVE ARTIFACTS_DIR='" + art +
+                           "' PIPELINE_SCALE=tiny '" + bk_test::bitkd_exe() + "' experiment --env-file '" + dir +
+                           "/no.env' ";
+  int rc = bk_test::run_command(base + "--arms ce_reference,no_such_arm", &out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("unknown arm 'no_such_arm'"), std::string::npos) << out;
+  EXPECT_FALSE(exists(art + "/reports/ablation.json"));
+
+  rc = bk_test::run_command(base + "--arms ce_reference,kd_on_policy --seeds 2 --steps 40", &out);
+  ASSERT_EQ(rc, 0) << out;
+  json abl = load(art + "/reports/ablation.json");
+  ASSERT_TRUE(abl.is_object()) << out;
+  EXPECT_EQ(abl["seeds"], 2);
+  EXPECT_EQ(abl["budget"]["steps"], 40);
+  EXPECT_TRUE(abl["teacher"]["val"].is_number());
+  EXPECT_TRUE(abl["teacher"]["heldout"].is_number());
+  ASSERT_EQ(abl["arms"].size(), 2u);
+  ASSERT_EQ(abl["runs"].size(), 4u);
+  for (const json& row : abl["arms"]) {
+    const std::string arm = row["arm"];
+    std::vector<double> val, held;
+    for (const json& r : abl["runs"])
+      if (r["arm"] == arm) {
+        EXPECT_TRUE(r["ok"].get<bool>()) << r;
+        val.push_back(r["val"]), held.push_back(r["heldout"]);
+        const std::string run_dir = art + "/experiment/" + arm + "/seed" + std::to_string(r["seed"].get<int>());
+        EXPECT_TRUE(exists(run_dir + "/run.log")) << run_dir;
+        EXPECT_TRUE(exists(run_dir + "/val_report.json")) << run_dir;
+        EXPECT_TRUE(exists(run_dir + "/heldout_report.json")) << run_dir;
+      }
+    ASSERT_EQ(val.size(), 2u) << arm;
+    EXPECT_EQ(row["runs"], 2);
+    EXPECT_NEAR(row["val_mean"].get<double>(), (val[0] + val[1]) / 2, 1e-12) << arm;
+    EXPECT_NEAR(row["heldout_mean"].get<double>(), (held[0] + held[1]) / 2, 1e-12) << arm;
+    // Sample sd of two values: |a - b| / sqrt(2).
+    EXPECT_NEAR(row["val_sd"].get<double>(), std::fabs(val[0] - val[1]) / std::sqrt(2.0), 1e-12) << arm;
+  }
+  // The on-policy arm collected its student's answers, scored by the teacher.
+  json op = load(art + "/experiment/kd_on_policy/seed1/collect_on_policy_stats.json");
+  ASSERT_TRUE(op.is_object());
+  EXPECT_GT(op["steps"]["valid"].get<long long>(), 0) << op;
+  std::ifstream md_in(art + "/reports/ablation.md");
+  std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(md.find("| ce_reference |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| teacher |"), std::string::npos) << md;
+  std::ifstream page_in(art + "/reports/report.html");
+  std::string page((std::istreambuf_iterator<char>(page_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("data-plot=\"ablation\""), std::string::npos);
+}
+
 }  // namespace

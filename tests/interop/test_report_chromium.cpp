@@ -70,7 +70,7 @@ void write_run(const std::string& art) {
       {{"params", {{"count", 8.85e9}}}, {"peak_rss_bytes", 2.8e9},
        {"runs", {{{"name", "A8_forward"}, {"time_s", 10.2}, {"tokens_per_s", 6.3}}}}});
   put(art + "/reports/ablation.json",
-      {{"seeds", 3},
+      {{"seeds", 3}, {"teacher", {{"val", 0.37}, {"heldout", 0.295}}},
        {"arms", {{{"arm", "ce_reference"}, {"recipe", "CE on references"}, {"val_mean", 0.3}, {"val_sd", 0.02},
                   {"heldout_mean", 0.28}, {"heldout_sd", 0.01}},
                  {{"arm", "kd_teacher_init"}, {"recipe", "KD + CE, teacher init"}, {"val_mean", 0.47},
@@ -106,6 +106,7 @@ TEST(ReportChromium, EveryPlotRendersInAHeadlessBrowser) {
   ASSERT_TRUE(read_file(page, &html).ok());
   EXPECT_NE(html.find("teacher &lt;b&gt;bold&lt;/b&gt;"), std::string::npos) << "text from inputs is escaped";
   EXPECT_EQ(html.find("<b>bold</b>"), std::string::npos);
+  EXPECT_NE(html.find("The teacher itself: validation 0.37, held-out 0.295"), std::string::npos);
   EXPECT_EQ(html.find("http://"), std::string::npos) << "the page loads nothing from a network";
   EXPECT_EQ(html.find("https://"), std::string::npos);
 
