@@ -20,6 +20,8 @@ int run_experiment(Args& a) {
   o.seeds = (int)v;
   if (!arg_int_or_report(a, "steps", &v)) return 2;
   o.steps = v;
+  if (!arg_int_or_report(a, "on-policy-rounds", &v)) return 2;
+  o.on_policy_rounds = (int)v;
   o.env_file = arg_str(a, "env-file");
   Status st = experiment_run(a.cfg, o);
   return st.ok() ? 0 : cli_fail(a, st);
@@ -41,6 +43,8 @@ const Command& command_experiment() {
           {"arms", nullptr, "", "Arms to run, comma-separated (default: all)"},
           {"seeds", nullptr, "3", "Seeds per arm"},
           {"steps", nullptr, "0", "Training steps per arm (0: the pipeline's TOTAL_STEPS)"},
+          {"on-policy-rounds", nullptr, "1",
+           "kd_on_policy: times the student answers and the teacher scores it, evenly spaced over the steps"},
       },
       run_experiment,
   };

@@ -113,13 +113,13 @@ Status run(RunCtx& r, std::vector<std::string> argv) {
 }
 
 std::vector<std::string> train_argv(const Ctx& cx, const ExperimentArm& a, const std::string& data, const std::string& out,
-                                    long long steps, double budget) {
+                                    long long steps, long long horizon, double budget) {
   const PipelinePlan& p = cx.plan;
   std::vector<std::string> v = {"train", "--tokenizer", cx.student_tok, "--data", data, "--out", out, "--metrics",
                                 path_join(out, "train_metrics.jsonl"), "--dim", std::to_string(p.s_dim), "--layers",
                                 std::to_string(p.s_layers), "--heads", std::to_string(p.s_heads), "--ffn",
                                 std::to_string(p.s_ffn), "--seq", std::to_string(p.s_seq), "--batch",
-                                std::to_string(p.s_batch), "--steps", std::to_string(steps), "--lr", fmt_num(p.s_lr),
+                                std::to_string(p.s_batch), "--steps", std::to_string(steps), "--tmax", std::to_string(horizon), "--lr", fmt_num(p.s_lr),
                                 "--warmup", std::to_string(p.s_warmup), "--budget", fmt_num(budget),
                                 "--checkpoint-interval", "0", "--log-interval", std::to_string(p.s_log_interval),
                                 "--kd-weight", a.kd ? fmt_num(p.kd_weight) : "0", "--ce-weight", fmt_num(p.ce_weight),
@@ -146,7 +146,7 @@ std::vector<std::string> eval_argv(const Ctx& cx, const std::string& model, cons
 
 // One arm, one seed: train (in two halves around on-policy collection when
 // the arm asks), then eval on the validation and held-out prompts.
-Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, Run* out) {
+Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int on_policy_rounds, Run* out) {
   RunCtx r;
   r.cx = &cx;
   r.dir = path_join(path_join(path_join(cx.paths.root, "experiment"), a.name), "seed" + std::to_string(seed));
@@ -162,24 +162,35 @@ Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, Run* 
   double budget = 0;
   BK_TRY(flip_budget(cx, data, &budget));
   if (!a.on_policy) {
-    BK_TRY(run(r, train_argv(cx, a, data, ckpt_dir, steps, budget)));
+    BK_TRY(run(r, train_argv(cx, a, data, ckpt_dir, steps, steps, budget)));
   } else {
-    // First half on the references; then the student answers the KD prompts,
-    // the teacher scores those answers, and the second half trains on both.
-    BK_TRY(run(r, train_argv(cx, a, data, ckpt_dir, steps / 2, budget)));
-    const std::string op = path_join(r.dir, "on_policy");
-    for (const std::string& f : list_files(op, "kd_", ".parquet")) remove_files({path_join(op, f)});
-    BK_TRY(ensure_server(cx));
-    r.env["TEACHER_BASE_URL"] = cx.server_url;
-    BK_TRY(run(r, {"collect", "--source", "on_policy", "--student", checkpoint_find_latest(ckpt_dir), "--api",
-                   "completions", "--prompts", cx.train_jsonl, "--max-prompts", std::to_string(cx.plan.kd_prompts),
-                   "--max-tokens", std::to_string(cx.plan.kd_tokens), "--concurrency",
-                   std::to_string(cx.plan.concurrency), "--tokenizer", cx.student_tok, "--out", op, "--stats",
-                   path_join(r.dir, "collect_on_policy_stats.json")}));
-    stop_server(cx);
-    std::vector<std::string> v = train_argv(cx, a, data + "," + op, ckpt_dir, steps, budget);
-    v.push_back("--resume");
-    BK_TRY(run(r, v));
+    // R rounds split the steps into R + 1 equal parts. After each part but the
+    // last, the student answers the KD prompts, the teacher scores those
+    // answers, and training resumes on the references plus every on-policy
+    // set so far (the schedule and the flip budget stay those of one run).
+    const int rounds = std::max(1, on_policy_rounds);
+    std::string mix = data;
+    for (int k = 0; k <= rounds; k++) {
+      const long long until = steps * (k + 1) / (rounds + 1);
+      // Stops at `until` on the whole run's schedule (the decay horizon is all steps).
+      std::vector<std::string> v = train_argv(cx, a, mix, ckpt_dir, until, steps, budget);
+      if (k > 0) v.push_back("--resume");
+      BK_TRY(run(r, v));
+      if (k == rounds) break;
+      const std::string op = path_join(r.dir, "on_policy_" + std::to_string(k + 1));
+      for (const std::string& f : list_files(op, "kd_", ".parquet")) remove_files({path_join(op, f)});
+      BK_TRY(ensure_server(cx));
+      ProcessEnv env = r.env;
+      r.env["TEACHER_BASE_URL"] = cx.server_url;
+      BK_TRY(run(r, {"collect", "--source", "on_policy", "--student", checkpoint_find_latest(ckpt_dir), "--api",
+                     "completions", "--prompts", cx.train_jsonl, "--max-prompts", std::to_string(cx.plan.kd_prompts),
+                     "--max-tokens", std::to_string(cx.plan.kd_tokens), "--concurrency",
+                     std::to_string(cx.plan.concurrency), "--tokenizer", cx.student_tok, "--out", op, "--stats",
+                     path_join(r.dir, "collect_on_policy_" + std::to_string(k + 1) + "_stats.json")}));
+      r.env = env;
+      stop_server(cx);
+      mix += "," + op;
+    }
   }
   const std::string model = checkpoint_find_latest(ckpt_dir);
   const std::string val = path_join(r.dir, "val_report.json"), held = path_join(r.dir, "heldout_report.json");
@@ -208,6 +219,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
                     "ce_teacher_init, kd_teacher_init, kd_on_policy)",
                     n.c_str());
   if (o.seeds < 1) return errorf("--seeds %d: at least one", o.seeds);
+  if (o.on_policy_rounds < 1) return errorf("--on-policy-rounds %d: at least one", o.on_policy_rounds);
 
   // The teacher, its tokenizer and the traces of both sources: the pipeline's
   // stages up to the held-out traces, with teacher samples collected too.
@@ -250,7 +262,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
       const double t = now_seconds();
       printf("[experiment] %-20s seed %d ...", a->name, r.seed);
       fflush(stdout);
-      Status st = run_arm(cx, *a, r.seed, steps, &r);
+      Status st = run_arm(cx, *a, r.seed, steps, o.on_policy_rounds, &r);
       r.wall_s = now_seconds() - t;
       r.ok = st.ok();
       r.error = st.msg;
@@ -271,6 +283,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   j["timestamp"] = utc_timestamp_iso();
   j["seeds"] = o.seeds;
   j["budget"] = {{"steps", steps}, {"batch", cx.plan.s_batch}, {"seq", cx.plan.s_seq},
+                 {"on_policy_rounds", o.on_policy_rounds},
                  {"note", "every arm: the same steps of the same batch and sequence length"}};
   j["student"] = cx.plan.settings["student"];
   j["splits"] = {{"val", cx.val_jsonl + " (carved from the train split; for choosing)"},

@@ -19,7 +19,7 @@ struct ExperimentArm {
   const char* sources;     // the trace source trained on (teacher_sample or reference)
   bool kd;                 // the KD term (false: CE only)
   bool init_from_teacher;  // start from the teacher's weights (else random)
-  bool on_policy;          // half the steps, then the teacher scores the student's own answers for the rest
+  bool on_policy;          // rounds of: train, the student answers, the teacher scores those answers
 };
 // The arms, in table order; the pipeline's default recipe is the one named by
 // experiment_default_arm().
@@ -30,6 +30,7 @@ struct ExperimentOptions {
   std::vector<std::string> arms;  // empty: all
   int seeds = 3;
   long long steps = 0;            // 0: the pipeline's TOTAL_STEPS preset
+  int on_policy_rounds = 1;       // on-policy arms: collections from the student, evenly spaced
   std::string env_file;
 };
 

@@ -358,7 +358,7 @@ TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
 }
 
 // `bitkd experiment` at the tiny scale: two arms (one of them on-policy, which
-// collects the student's own answers mid-run) x two seeds. The table is the
+// collects the student's own answers twice during the run) x two seeds. The table is the
 // mean and sample standard deviation of its own runs, every run has its logs,
 // and an unknown arm is refused before anything runs.
 TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
@@ -373,7 +373,7 @@ TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
   EXPECT_NE(out.find("unknown arm 'no_such_arm'"), std::string::npos) << out;
   EXPECT_FALSE(exists(art + "/reports/ablation.json"));
 
-  rc = bk_test::run_command(base + "--arms ce_reference,kd_on_policy --seeds 2 --steps 40", &out);
+  rc = bk_test::run_command(base + "--arms ce_reference,kd_on_policy --seeds 2 --steps 40 --on-policy-rounds 2", &out);
   ASSERT_EQ(rc, 0) << out;
   json abl = load(art + "/reports/ablation.json");
   ASSERT_TRUE(abl.is_object()) << out;
@@ -402,10 +402,17 @@ TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
     // Sample sd of two values: |a - b| / sqrt(2).
     EXPECT_NEAR(row["val_sd"].get<double>(), std::fabs(val[0] - val[1]) / std::sqrt(2.0), 1e-12) << arm;
   }
-  // The on-policy arm collected its student's answers, scored by the teacher.
-  json op = load(art + "/experiment/kd_on_policy/seed1/collect_on_policy_stats.json");
-  ASSERT_TRUE(op.is_object());
-  EXPECT_GT(op["steps"]["valid"].get<long long>(), 0) << op;
+  // The on-policy arm collected its student's answers twice, scored by the
+  // teacher, and the last part trained on the references and both sets.
+  for (const char* k : {"1", "2"}) {
+    json op = load(art + "/experiment/kd_on_policy/seed1/collect_on_policy_" + k + "_stats.json");
+    ASSERT_TRUE(op.is_object()) << k;
+    EXPECT_GT(op["steps"]["valid"].get<long long>(), 0) << op;
+  }
+  std::ifstream log_in(art + "/experiment/kd_on_policy/seed1/run.log");
+  std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("on_policy_1," + art + "/experiment/kd_on_policy/seed1/on_policy_2"), std::string::npos) << log;
+  EXPECT_TRUE(exists(art + "/experiment/kd_on_policy/seed1/checkpoints/mini_bitnet_step_40.safetensors"));
   std::ifstream md_in(art + "/reports/ablation.md");
   std::string md((std::istreambuf_iterator<char>(md_in)), std::istreambuf_iterator<char>());
   EXPECT_NE(md.find("| ce_reference |"), std::string::npos) << md;
