@@ -56,13 +56,12 @@ static int run_eval(Args& a) {
     }
 
   long long max_prompts = 0, max_new = 0, seed = 0, kd_max = 0, max_seq = 0, max_topk = 0;
-  double temperature = 0, top_p = 1, mem_gb = 0;
+  double temperature = 0, top_p = 1;
   bool save = true, bos = true, no_kd = false, mismatch = false, untrained = false;
   if (!arg_int_or_report(a, "max-prompts", &max_prompts) || !arg_int_or_report(a, "max-new-tokens", &max_new) ||
       !arg_int_or_report(a, "SEED", &seed) || !arg_int_or_report(a, "kd-eval-max-examples", &kd_max) ||
       !arg_int_or_report(a, "MAX_SEQ_LEN", &max_seq) || !arg_int_or_report(a, "MAX_TOPK", &max_topk) ||
-      !arg_double_or_report(a, "temperature", &temperature) || !arg_double_or_report(a, "top-p", &top_p) ||
-      !arg_double_or_report(a, "TEACHER_MEMORY_GB", &mem_gb))
+      !arg_double_or_report(a, "temperature", &temperature) || !arg_double_or_report(a, "top-p", &top_p))
     return 2;
   for (auto& b : std::vector<std::pair<const char*, bool*>>{
            {"SAVE_SAMPLE_GENERATIONS", &save}, {"bos", &bos}, {"no-kd-eval", &no_kd},
@@ -112,7 +111,7 @@ static int run_eval(Args& a) {
   if (eo.baseline_path.empty()) eo.baseline_path = path_join(paths.reports, "teacher_baseline.json");
   eo.teacher_checkpoint = arg_str(a, "teacher-checkpoint");
   eo.teacher_tokenizer_path = config_str(c, "TEACHER_TOKENIZER");
-  eo.teacher_memory_gb = mem_gb;
+  eo.teacher_memory_gb = config_str(a.cfg, "TEACHER_MEMORY_GB");
   eo.kd_eval = !no_kd;
   eo.kd_shard = arg_str(a, "kd-eval-shard");
   eo.kd_data_dir = kd_data_dir(c);

@@ -32,12 +32,12 @@ static int run_teacher(Args& a) {
   if (!st.ok()) return cli_fail(a, st);
 
   long long max_prompts = 0, max_tokens = 0, ctx = 0, conc = 0, seed = 0;
-  double temperature = 0, top_p = 1, mem_gb = 0;
+  double temperature = 0, top_p = 1;
   bool force = false;
   if (!arg_int_or_report(a, "max-prompts", &max_prompts) || !arg_int_or_report(a, "max-tokens", &max_tokens) ||
       !arg_int_or_report(a, "TEACHER_CTX_LEN", &ctx) || !arg_int_or_report(a, "concurrency", &conc) ||
       !arg_int_or_report(a, "SEED", &seed) || !arg_double_or_report(a, "temperature", &temperature) ||
-      !arg_double_or_report(a, "top-p", &top_p) || !arg_double_or_report(a, "TEACHER_MEMORY_GB", &mem_gb))
+      !arg_double_or_report(a, "top-p", &top_p))
     return 1;
   st = arg_bool(a, "force", &force);
   if (!st.ok()) return cli_fail(a, st);
@@ -89,12 +89,9 @@ static int run_teacher(Args& a) {
     if (!st.ok()) return cli_fail(a, st);
     info.memory_source = "measured: weight bytes of " + ckpt;
   } else {
-    info.memory_bytes = mem_gb * 1e9;
-    char buf[64];
-    snprintf(buf, sizeof buf, "TEACHER_MEMORY_GB=%g", mem_gb);
-    info.memory_source = buf;
-    if (rs.local)
-      BK_LOG_WARN("local teacher without TEACHER_CHECKPOINT: memory_teacher_constant is %s, not measured", buf);
+    st = teacher_memory_declared(config_str(c, "TEACHER_MEMORY_GB"), &info.memory_bytes, &info.memory_source);
+    if (!st.ok()) return cli_fail(a, st);
+    if (info.memory_bytes <= 0) BK_LOG_WARN("teacher memory %s: QEI will not be evaluated", info.memory_source.c_str());
   }
 
   Tokenizer count_tok;

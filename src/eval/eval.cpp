@@ -151,10 +151,13 @@ Status teacher_baseline_load(const std::string& path, TeacherBaseline* out) {
   out->timestamp = str(j, "timestamp");
   out->prompts_hash = str(j, "prompts_hash");
   out->memory_source = str(j, "memory_teacher_source");
-  if (!j.contains("memory_teacher_constant") || !j["memory_teacher_constant"].is_number())
-    return errorf("%s: field memory_teacher_constant (teacher memory in bytes) is missing or not a number",
+  // null: the teacher's memory was neither measured nor declared.
+  if (!j.contains("memory_teacher_constant") ||
+      !(j["memory_teacher_constant"].is_number() || j["memory_teacher_constant"].is_null()))
+    return errorf("%s: field memory_teacher_constant (teacher memory in bytes, or null when unknown) is missing or "
+                  "not a number",
                   path.c_str());
-  out->memory_bytes = j["memory_teacher_constant"].get<double>();
+  out->memory_bytes = j["memory_teacher_constant"].is_number() ? j["memory_teacher_constant"].get<double>() : 0.0;
   if (!j.contains("metrics") || !j["metrics"].is_object() || !j["metrics"].contains("avg_decode_tps_8k") ||
       !j["metrics"]["avg_decode_tps_8k"].is_number())
     return errorf("%s: field metrics.avg_decode_tps_8k (teacher decode TPS) is missing or not a number", path.c_str());
@@ -271,7 +274,9 @@ QeiResult qei_compute(double qs, double qt, double ms, double mt, double tps_s, 
   else if (bad(qt)) r.qei.reason = "teacher quality unknown (no teacher baseline, or no scored prompt in common)";
   else if (qt <= 0) r.qei.reason = "teacher quality is 0 (the teacher scored nothing on these prompts): Qs/Qt is undefined";
   else if (bad(ms) || ms <= 0) r.qei.reason = "student memory unknown or 0";
-  else if (bad(mt) || mt <= 0) r.qei.reason = "teacher memory unknown or 0 (TEACHER_MEMORY_GB / memory_teacher_constant)";
+  else if (bad(mt) || mt <= 0)
+    r.qei.reason = "teacher memory unknown: set TEACHER_CHECKPOINT (local weights: measured) or TEACHER_MEMORY_GB "
+                   "(declared)";
   if (r.qei.reason.empty()) {
     r.qei.defined = true;
     r.qei.value = (qs / qt) / (ms / mt);

@@ -9,6 +9,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/timing.h"
+#include "kd/baseline.h"
 #include "kernels/cpu/kernels.h"
 #include "model/infer_synthetic.h"
 #include "tokenizer/tokenizer.h"
@@ -183,10 +184,7 @@ Status evaluate_student(const EvaluateOptions& o, EvalReport* rep_out) {
     rep.teacher_memory_source = o.baseline_path + " memory_teacher_constant" +
                                 (tb.memory_source.empty() ? std::string() : " (" + tb.memory_source + ")");
   } else {
-    rep.teacher_memory_bytes = o.teacher_memory_gb * 1e9;
-    char buf[64];
-    snprintf(buf, sizeof buf, "TEACHER_MEMORY_GB=%g", o.teacher_memory_gb);
-    rep.teacher_memory_source = buf;
+    BK_TRY(teacher_memory_declared(o.teacher_memory_gb, &rep.teacher_memory_bytes, &rep.teacher_memory_source));
   }
   rep.sources["teacher_memory"] = rep.teacher_memory_source;
   rep.sources["student_memory"] = "inference weight bytes of the " + rep.backend + " backend";

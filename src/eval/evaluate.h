@@ -24,9 +24,10 @@ struct EvaluateOptions {
   bool untrained_reference = false;  // also random weights of the student's shape, same seed as gen
   std::string baseline_path;         // teacher_baseline.json ("" or missing: no teacher side)
   // The teacher's memory: its checkpoint's weight bytes when given, else the
-  // baseline's recorded value, else teacher_memory_gb.
+  // baseline's recorded value, else declared (TEACHER_MEMORY_GB text; empty:
+  // unknown, and QEI is not evaluated).
   std::string teacher_checkpoint;
-  double teacher_memory_gb = 0;
+  std::string teacher_memory_gb;
   // With a local teacher checkpoint: time its decode in this process on the
   // same prompts (QEI_speed like for like) instead of the baseline's TPS.
   bool teacher_tps_in_process = true;

@@ -71,7 +71,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"TEACHER_BASELINE_MAX_TOKENS", "256", "teacher", "Baseline max new tokens per prompt"},
     {"TEACHER_BASELINE_PROMPTS_FILE", "", "teacher", "Baseline prompts, one per line (empty: task suite eval split)"},
     {"TEACHER_BASELINE_MAX_PROMPTS", "100", "teacher", "Baseline prompt count"},
-    {"TEACHER_MEMORY_GB", "670", "teacher", "Teacher memory for QEI when the teacher is an API (not measurable)"},
+    {"TEACHER_MEMORY_GB", "", "teacher",
+     "Teacher weight memory in GB for QEI, declared, when it cannot be measured (a hosted or remote teacher). Empty "
+     "with no TEACHER_CHECKPOINT: QEI is not evaluated (the PoC's built-in 670 is gone on purpose)"},
     {"TEACHER_CHECKPOINT", "", "teacher", "Checkpoint a local `bitkd serve` teacher serves: its weight bytes are measured for QEI"},
     {"TEACHER_CONCURRENCY", "4", "teacher", "Parallel requests to the teacher"},
     {"TEACHER_RPM", "0", "teacher", "Requests-per-minute cap (0: none)"},

@@ -30,6 +30,21 @@ double quantile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - (double)lo);
 }
 
+Status teacher_memory_declared(const std::string& gb_text, double* bytes, std::string* source) {
+  *bytes = 0;
+  if (gb_text.empty()) {
+    *source = "unknown: set TEACHER_CHECKPOINT (local weights: measured) or TEACHER_MEMORY_GB (declared)";
+    return ok_status();
+  }
+  char* end = nullptr;
+  const double gb = strtod(gb_text.c_str(), &end);
+  if (end == gb_text.c_str() || *end || !(gb > 0) || !std::isfinite(gb))
+    return errorf("TEACHER_MEMORY_GB=%s is not a size in GB above 0 (leave it empty when unknown)", gb_text.c_str());
+  *bytes = gb * 1e9;
+  *source = "declared: TEACHER_MEMORY_GB=" + gb_text;
+  return ok_status();
+}
+
 // Cuts at a UTF-8 character boundary so previews stay valid JSON strings.
 static std::string preview(const std::string& s, size_t max_bytes) {
   if (s.size() <= max_bytes) return s;
@@ -152,7 +167,7 @@ std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions
   j["model"] = info.model;
   j["base_url"] = info.base_url;
   j["template"] = info.template_text;
-  j["memory_teacher_constant"] = info.memory_bytes;
+  j["memory_teacher_constant"] = info.memory_bytes > 0 ? json(info.memory_bytes) : json(nullptr);
   json ec;
   ec["temperature"] = opt.temperature;
   ec["top_p"] = opt.top_p;

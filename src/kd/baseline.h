@@ -54,12 +54,17 @@ Status baseline_run(ProviderClient* client, const std::vector<PromptItem>& promp
 struct BaselineInfo {
   std::string provider, model, base_url, api;
   std::string template_text;
-  double memory_bytes = 0;      // memory_teacher_constant
-  std::string memory_source;    // "measured: <checkpoint>" or "TEACHER_MEMORY_GB=670"
+  double memory_bytes = 0;      // memory_teacher_constant (0: unknown, written as null)
+  std::string memory_source;    // "measured: ...", "declared: TEACHER_MEMORY_GB=..." or "unknown: ..."
   std::string prompts_source;   // prompts_load's description
   std::string prompts_hash;
   std::string timestamp;        // UTC ISO-8601
 };
+
+// A teacher's weight memory that cannot be measured: declared by the user
+// (TEACHER_MEMORY_GB, a number > 0) or, with gb_text empty, unknown (0 bytes:
+// QEI is then not evaluated, and the source says what to set).
+Status teacher_memory_declared(const std::string& gb_text, double* bytes, std::string* source);
 
 // The report as JSON text (the PoC's fields first).
 std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions& opt,

@@ -173,8 +173,11 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
                                eval["teacher"].contains("memory_source") && eval["teacher"]["memory_source"].is_string()
                            ? eval["teacher"]["memory_source"].get<std::string>()
                            : "";
+    // Measured (local weights) or declared (TEACHER_MEMORY_GB): the detail says
+    // which. Unknown teacher memory is "not measured", naming what to set.
     bool inputs = std::isfinite(qs) && std::isfinite(qt) && std::isfinite(ms) && std::isfinite(mt);
-    cl.push_back({"QEI computed from measured values", status_of(have_eval, inputs && std::isfinite(qei)),
+    cl.push_back({"QEI computed from measured or declared values",
+                  status_of(have_eval && std::isfinite(mt) && mt > 0, inputs && std::isfinite(qei)),
                   "Qs " + fmt(qs) + ", Qt " + fmt(qt) + ", Ms " + fmt(ms, "%.4g") + " GB (packed weights), Mt " +
                       fmt(mt, "%.4g") + " GB (" + (msrc.empty() ? std::string("source unknown") : msrc) + ")"});
   }

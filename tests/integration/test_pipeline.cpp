@@ -338,12 +338,30 @@ TEST(Pipeline, TeacherFromEnvironmentReplacesTheLocalOne) {
   const std::string url = line.substr(at) + "/v1";
 
   rc = bk_test::run_command(pipeline_cmd(dir, "TEACHER_PROVIDER=bitkd TEACHER_BASE_URL=" + url, ""), &out);
+  // The teacher's memory is neither measured nor declared: no QEI, and the
+  // checklist says what to set. Declared, it is used and named as declared.
+  json sum_unknown = load(dir + "/artifacts/reports/pipeline_summary.json");
+  std::string out2;
+  const int rc2 = bk_test::run_command(
+      pipeline_cmd(dir, "TEACHER_PROVIDER=bitkd TEACHER_BASE_URL=" + url + " TEACHER_MEMORY_GB=0.0025", ""), &out2);
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
   close(fds[0]);
   ASSERT_EQ(rc, 0) << out;
-  json sum = load(dir + "/artifacts/reports/pipeline_summary.json");
+  ASSERT_EQ(rc2, 0) << out2;
+  const json& qei_unknown = check(sum_unknown, "QEI computed");
+  EXPECT_EQ(qei_unknown["status"], "not_measured") << qei_unknown;
+  EXPECT_NE(qei_unknown["detail"].get<std::string>().find("TEACHER_MEMORY_GB"), std::string::npos) << qei_unknown;
+  EXPECT_TRUE(sum_unknown["key_numbers"]["qei"].is_null()) << sum_unknown["key_numbers"];
+  json sum_declared = load(dir + "/artifacts/reports/pipeline_summary.json");
+  const json& qei_declared = check(sum_declared, "QEI computed");
+  EXPECT_NE(qei_declared["detail"].get<std::string>().find("declared: TEACHER_MEMORY_GB=0.0025"), std::string::npos)
+      << qei_declared;
+  EXPECT_EQ(sum_declared["key_numbers"]["teacher_memory_gb"], 0.0025) << sum_declared["key_numbers"];
+  EXPECT_EQ(stage(sum_declared, "teacher")["status"], "ok") << "the baseline records the declared memory";
+  EXPECT_EQ(stage(sum_declared, "eval")["status"], "ok");
+  const json& sum = sum_unknown;
   EXPECT_EQ(sum["teacher"]["mode"], "external");
   EXPECT_EQ(stage(sum, "pretrain")["status"], "not_needed");
   EXPECT_FALSE(exists(dir + "/artifacts/teacher")) << "no local teacher is trained";

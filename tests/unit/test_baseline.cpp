@@ -55,14 +55,14 @@ TEST(Baseline, ReportFieldsAndQuality) {
   info.base_url = "https://api.openai.com/v1";
   info.api = "chat";
   info.template_text = "<|user|>\n{prompt}\n\n<|assistant|>\n";
-  info.memory_bytes = 670e9;
-  info.memory_source = "TEACHER_MEMORY_GB=670";
+  ASSERT_TRUE(bk::teacher_memory_declared("670", &info.memory_bytes, &info.memory_source).ok());
   info.prompts_hash = "abc";
   info.timestamp = "2026-01-01T00:00:00Z";
   bk::BaselineOptions opt;
   opt.max_tokens = 64;
   json j = json::parse(bk::baseline_report_json(info, opt, rows));
   EXPECT_EQ(j["memory_teacher_constant"], 670e9);
+  EXPECT_EQ(j["memory_teacher_source"], "declared: TEACHER_MEMORY_GB=670");
   EXPECT_EQ(j["eval_config"]["total_prompts"], 4);
   EXPECT_EQ(j["eval_config"]["max_tokens"], 64);
   EXPECT_EQ(j["metrics"]["total_tokens"], 70);
@@ -86,6 +86,32 @@ TEST(Baseline, ReportFieldsAndQuality) {
   EXPECT_LT(text.find("\"timestamp\""), text.find("\"provider\""));
   EXPECT_LT(text.find("\"memory_teacher_constant\""), text.find("\"eval_config\""));
   EXPECT_LT(text.find("\"metrics\""), text.find("\"quality\""));
+}
+
+// A teacher's memory is measured or declared; with neither it is unknown (null
+// in the report) and the source names what to set. There is no built-in size.
+TEST(Baseline, TeacherMemoryDeclaredOrUnknown) {
+  double bytes = -1;
+  std::string src;
+  ASSERT_TRUE(bk::teacher_memory_declared("", &bytes, &src).ok());
+  EXPECT_EQ(bytes, 0.0);
+  EXPECT_NE(src.find("unknown"), std::string::npos) << src;
+  EXPECT_NE(src.find("TEACHER_MEMORY_GB"), std::string::npos) << src;
+  EXPECT_NE(src.find("TEACHER_CHECKPOINT"), std::string::npos) << src;
+  ASSERT_TRUE(bk::teacher_memory_declared("2.5", &bytes, &src).ok());
+  EXPECT_EQ(bytes, 2.5e9);
+  EXPECT_EQ(src, "declared: TEACHER_MEMORY_GB=2.5");
+  for (const char* bad : {"0", "-3", "big", "1.5GB", "nan"}) {
+    bk::Status st = bk::teacher_memory_declared(bad, &bytes, &src);
+    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.msg.find("TEACHER_MEMORY_GB=" + std::string(bad)), std::string::npos) << st.msg;
+  }
+
+  bk::BaselineInfo info;
+  ASSERT_TRUE(bk::teacher_memory_declared("", &info.memory_bytes, &info.memory_source).ok());
+  json j = json::parse(bk::baseline_report_json(info, bk::BaselineOptions(), {row(0, "arithmetic", "42", true, 1.0, -1, 1.0, 10)}));
+  EXPECT_TRUE(j["memory_teacher_constant"].is_null());
+  EXPECT_EQ(j["memory_teacher_source"], info.memory_source);
 }
 
 TEST(Baseline, LockRefusesOtherPromptsOrModel) {

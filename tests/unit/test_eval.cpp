@@ -568,6 +568,32 @@ TEST(EvalReportJson, TeacherScoredZeroGivesNullQei) {
   EXPECT_EQ(j["quality"]["student_only_prompts"], 1);  // the unscored prompt
 }
 
+// A baseline whose teacher memory is unknown (null): QEI and its gates are
+// not evaluated, and the reason names the variables that would fix it.
+TEST(EvalReportJson, UnknownTeacherMemoryGivesNullQei) {
+  std::string dir = bk_test::scratch_dir("eval_unknown_memory");
+  json b = {{"memory_teacher_constant", nullptr},
+            {"memory_teacher_source", "unknown: set TEACHER_CHECKPOINT or TEACHER_MEMORY_GB"},
+            {"metrics", {{"avg_decode_tps_8k", 40.0}}},
+            {"results", json::array()}};
+  ASSERT_TRUE(write_file_atomic(dir + "/b.json", b.dump()).ok());
+  TeacherBaseline tb;
+  Status st = teacher_baseline_load(dir + "/b.json", &tb);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  EXPECT_EQ(tb.memory_bytes, 0.0);
+  const QeiResult r = qei_compute(0.3, 0.4, 0.0005, tb.memory_bytes / 1e9, 3000, 1500);
+  EXPECT_FALSE(r.qei.defined);
+  EXPECT_FALSE(r.qei_speed.defined);
+  EXPECT_NE(r.qei.reason.find("TEACHER_MEMORY_GB"), std::string::npos) << r.qei.reason;
+  EXPECT_NE(r.qei.reason.find("TEACHER_CHECKPOINT"), std::string::npos) << r.qei.reason;
+  const std::vector<QeiGate> g = qei_gates(0.3, 0.4, r, 1.0, 10);
+  ASSERT_GE(g.size(), 2u);
+  EXPECT_EQ(g[0].status, std::string("not_evaluated"));
+  EXPECT_EQ(g[1].status, std::string("not_evaluated"));
+  EXPECT_NE(g[0].detail.find("TEACHER_MEMORY_GB"), std::string::npos) << g[0].detail;
+  EXPECT_EQ(g[2].status, std::string("fail"));  // quality is known: 0.3 < 0.8 x 0.4
+}
+
 TEST(EvalReportJson, BaselineErrorsNameTheField) {
   std::string dir = bk_test::scratch_dir("eval_bad_baseline");
   TeacherBaseline tb;
