@@ -100,6 +100,7 @@ Status eval_generate(const InferWeights* w, const Tokenizer& tok, const std::vec
       r.scored = true;
       r.score = ts.score;
       r.json_valid = ts.json_valid;
+      if (ts.extracted) r.answer = ts.answer;
     }
     gen_tokens += r.tokens_generated;
     gen_time += r.prefill_s + r.decode_s;
@@ -548,6 +549,7 @@ std::string eval_report_json(const EvalReport& r) {
     if (!e.item.task.empty()) x["task"] = e.item.task;
     if (!e.item.reference.empty()) x["reference"] = e.item.reference;
     if (e.json_valid >= 0) x["json_valid"] = e.json_valid == 1;
+    if (!e.answer.empty()) x["scored_answer"] = e.answer;
     x["prompt_tokens"] = e.prompt_tokens;
     x["prefill_s"] = e.prefill_s;
     x["decode_s"] = e.decode_s;

@@ -47,6 +47,7 @@ struct EvalPromptResult {
   bool scored = false;        // the item has a task and a reference
   double score = 0;
   int json_valid = -1;        // JSON families: 1/0; else -1
+  std::string answer;         // the answer scored, when taken out of a longer reply ("" otherwise)
 };
 
 // Renders, encodes and generates every prompt on one session, then scores the

@@ -102,6 +102,7 @@ static void run_one(ProviderClient* client, const PromptItem& item, const Baseli
       row->scored = true;
       row->score = sc.score;
       row->json_valid = sc.json_valid;
+      if (sc.extracted) row->answer = sc.answer;
     } else {
       BK_LOG_WARN("prompt %lld: cannot score: %s", (long long)item.idx, s2.msg.c_str());
     }
@@ -266,6 +267,7 @@ std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions
       if (r.scored) {
         e["score"] = r.score;
         if (r.json_valid >= 0) e["json_valid"] = r.json_valid == 1;
+        if (!r.answer.empty()) e["scored_answer"] = r.answer;
       }
     } else {
       e["error"] = r.error;

@@ -42,6 +42,7 @@ struct BaselineRow {
   bool scored = false;            // item had a task and reference
   double score = 0;
   int json_valid = -1;            // JSON families: 1/0; else -1
+  std::string answer;             // the answer scored, when taken out of a longer reply ("" otherwise)
 };
 
 // Runs every prompt (chat: one user message; completions: the rendered

@@ -183,6 +183,63 @@ TEST(Tasks, JsonScorersCompareValuesAndReportValidity) {
   EXPECT_FALSE(task_score("json_list", "not json", "[1]", &s).ok());
 }
 
+// Replies in the shapes chat models give (one per provider family seen in
+// practice), scored on the answer inside them; bare answers are unchanged.
+TEST(Tasks, ChatRepliesAreScoredOnTheirAnswer) {
+  struct Case {
+    const char* who;
+    const char* task;
+    const char* reference;
+    const char* reply;
+    double score;
+    int json_valid;
+    bool extracted;
+  };
+  const Case cases[] = {
+      // OpenAI chat: a sentence around the number.
+      {"openai", "arithmetic", "-6008", "The answer is -6008.", 1.0, -1, true},
+      {"openai", "arithmetic", "-6008", "The answer is -6007.", 0.0, -1, true},
+      // Anthropic: prose, a fenced JSON block, prose.
+      {"anthropic", "json_object", "{\"count\": 44, \"active\": false}",
+       "Here is the JSON object:\n\n```json\n{\n  \"count\": 44,\n  \"active\": false\n}\n```\n\nLet me know if you need "
+       "anything else.",
+       1.0, 1, true},
+      // Gemini: a fenced block with a language tag only.
+      {"gemini", "sql", "SELECT name, id FROM users WHERE age < 64;",
+       "```sql\nSELECT name, id\nFROM users\nWHERE age < 64;\n```\n", 1.0, -1, true},
+      {"gemini", "python", "def do_it(x):\n    return x > 30", "```python\ndef do_it(x):\n    return x > 30\n```", 1.0,
+       -1, true},
+      // llama.cpp / small local chat models: reasoning, then a final line.
+      {"llamacpp", "sort", "17, 28, 57, 85", "Let me sort them: 17 is smallest...\nAnswer: 17, 28, 57, 85", 1.0, -1,
+       true},
+      {"llamacpp", "key_lookup", "\"black\"", "The value is found under \"e\".\nFinal answer: \"black\"", 1.0, -1, true},
+      // vLLM completions: the bare answer with stray whitespace.
+      {"vllm", "arithmetic", "359", " 359\n", 1.0, -1, false},
+      {"vllm", "json_list", "[\"gray\", \"chair\", \"blue\"]", "[\"gray\", \"chair\", \"blue\"]", 1.0, 1, false},
+      // One JSON value with prose around it, no fence.
+      {"openai", "json_list", "[19, 20, 21]", "Sure! [19, 20, 21] is the list.", 1.0, 1, true},
+      // Inline code.
+      {"openai", "string_edit", "CHERRY", "`CHERRY`", 1.0, -1, true},
+      // Broken JSON stays broken: no span between the first opener and the last closer parses.
+      {"student", "json_object", "{\"a\": 1}", "{\"a\": 1}}", 0.0, 0, false},
+      {"student", "json_object", "{\"a\": 1}", "{\"a\": 1", 0.0, 0, false},
+  };
+  for (const Case& c : cases) {
+    TaskScore s;
+    ASSERT_TRUE(task_score(c.task, c.reference, c.reply, &s).ok()) << c.who;
+    EXPECT_EQ(s.score, c.score) << c.who << " " << c.task << ": " << c.reply << " -> " << s.answer;
+    EXPECT_EQ(s.json_valid, c.json_valid) << c.who << " " << c.reply;
+    EXPECT_EQ(s.extracted, c.extracted) << c.who << " " << c.reply << " -> " << s.answer;
+  }
+  // Every reference, given bare, is its own answer.
+  for (const TaskItem& it : gen(400, TASK_SPLIT_TRAIN, 5)) {
+    TaskScore s;
+    ASSERT_TRUE(task_score(it.task, it.response, it.response, &s).ok());
+    EXPECT_FALSE(s.extracted) << it.response;
+    EXPECT_EQ(s.answer, it.response);
+  }
+}
+
 TEST(Tasks, NormalizeWhitespace) {
   EXPECT_EQ(task_normalize_ws("  a \t b\n\nc  "), "a b c");
   EXPECT_EQ(task_normalize_ws(""), "");

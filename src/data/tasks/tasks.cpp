@@ -393,23 +393,80 @@ std::string task_normalize_ws(const std::string& s) {
   return out;
 }
 
+namespace {
+
+std::string trim_ws(const std::string& s) {
+  size_t a = 0, b = s.size();
+  while (a < b && isspace((unsigned char)s[a])) a++;
+  while (b > a && isspace((unsigned char)s[b - 1])) b--;
+  return s.substr(a, b - a);
+}
+
+std::string lower_ascii(std::string s) {
+  for (char& c : s) c = (char)tolower((unsigned char)c);
+  return s;
+}
+
+}  // namespace
+
+std::string task_extract_answer(const std::string& task, const std::string& response) {
+  std::string s = response;
+  const size_t fence = s.find("```");
+  const size_t body = fence == std::string::npos ? std::string::npos : s.find('\n', fence + 3);
+  const size_t close = body == std::string::npos ? std::string::npos : s.find("```", body + 1);
+  if (close != std::string::npos) {
+    s = s.substr(body + 1, close - body - 1);
+  } else {
+    static const char* const k_prefixes[] = {"final answer:", "answer:", "the answer is:", "the answer is"};
+    std::string found;
+    bool have = false;
+    size_t at = 0;
+    while (at <= s.size()) {
+      size_t nl = s.find('\n', at);
+      if (nl == std::string::npos) nl = s.size();
+      const std::string line = trim_ws(s.substr(at, nl - at)), low = lower_ascii(line);
+      for (const char* p : k_prefixes)
+        if (low.compare(0, strlen(p), p) == 0) {
+          found = line.substr(strlen(p));
+          have = true;
+          break;
+        }
+      at = nl + 1;
+    }
+    if (have) s = found;
+  }
+  s = trim_ws(s);
+  json j;
+  if (task_is_json(task) && !parse_json(s, &j)) {
+    const size_t a = s.find_first_of("{["), b = s.find_last_of("}]");
+    if (a != std::string::npos && b != std::string::npos && b > a && parse_json(s.substr(a, b - a + 1), &j))
+      s = s.substr(a, b - a + 1);
+  }
+  if (s.size() >= 2 && s.front() == '`' && s.back() == '`' && s.find('`', 1) == s.size() - 1)
+    s = trim_ws(s.substr(1, s.size() - 2));
+  return s;
+}
+
 Status task_score(const std::string& task, const std::string& reference, const std::string& response,
                   TaskScore* out) {
   const Family* f = find_family(task);
   if (!f) return errorf("task_score: unknown task family '%s'", task.c_str());
   *out = TaskScore();
+  out->answer = task_extract_answer(task, response);
+  out->extracted = out->answer != trim_ws(response);
+  const std::string& answer = out->answer;
   if (f->is_json) {
     json ref, got;
     if (!parse_json(reference, &ref))
       return errorf("task_score: the %s reference is not valid JSON: %s", task.c_str(), reference.c_str());
-    bool valid = parse_json(response, &got);
+    bool valid = parse_json(answer, &got);
     out->json_valid = valid ? 1 : 0;
     // nlohmann compares objects as maps (key order irrelevant) and numbers by value.
     out->score = valid && got == ref ? 1.0 : 0.0;
     return ok_status();
   }
-  std::string a = task_normalize_ws(reference), b = task_normalize_ws(response);
-  bool same = a == b;
+  std::string a = task_normalize_ws(reference), b = task_normalize_ws(answer);
+  bool same = a == b || (b.size() == a.size() + 1 && b.back() == '.' && b.compare(0, a.size(), a) == 0);
   if (!same && task == "key_lookup") {
     // The answer is a JSON value: 7 and 7.0 are the same value.
     json ja, jb;

@@ -48,13 +48,26 @@ Status tasks_generate(const TaskGenOptions& opt, std::vector<TaskItem>* out);
 
 struct TaskScore {
   double score = 0;     // 0..1 (exact-match families: 0 or 1)
-  int json_valid = -1;  // JSON families: 1 if the response parses, 0 if not; -1: not a JSON family
+  int json_valid = -1;  // JSON families: 1 if the answer parses, 0 if not; -1: not a JSON family
+  bool extracted = false;  // the answer was taken out of a longer reply (task_extract_answer)
+  std::string answer;      // what was scored
 };
 
-// Scores a response against the reference. Exact-match families compare after
-// whitespace normalisation (trimmed, runs of whitespace -> one space); JSON
-// families compare parsed values (object key order is irrelevant). Unknown
-// family: an error.
+// The answer inside a chat model's reply, by these rules in order (the same
+// for every model scored, teacher or student; a bare answer is unchanged):
+//  1. a fenced block (```lang ... ```): the first block's content;
+//  2. else the last line that starts with "final answer:", "answer:" or "the
+//     answer is" (any case): the rest of that line;
+//  3. JSON families, when that does not parse: the span from the first '{' or
+//     '[' to the last '}' or ']' (prose around one JSON value), if it parses;
+//  4. surrounding whitespace and one pair of `inline code` backticks dropped.
+std::string task_extract_answer(const std::string& task, const std::string& response);
+
+// Scores a response against the reference, on task_extract_answer's answer.
+// Exact-match families compare after whitespace normalisation (trimmed, runs
+// of whitespace -> one space), one trailing '.' forgiven ("The answer is
+// 42."); JSON families compare parsed values (object key order is
+// irrelevant). Unknown family: an error.
 Status task_score(const std::string& task, const std::string& reference, const std::string& response,
                   TaskScore* out);
 std::string task_normalize_ws(const std::string& s);
