@@ -41,6 +41,7 @@ static Status collect_options_from_args(const Args& a, CollectOptions* o) {
   BK_TRY(arg_int(a, "SEED", &v));
   o->seed = v;
   o->template_text = template_unescape(config_str(a.cfg, "TEMPLATE"));
+  o->instruction = template_unescape(config_str(a.cfg, "TEACHER_INSTRUCTION"));
   o->source = arg_str(a, "source");
   if (o->source != "teacher_sample" && o->source != "reference" && o->source != "on_policy")
     return errorf("KD_SOURCE=%s: use teacher_sample, reference or on_policy", o->source.c_str());

@@ -111,6 +111,7 @@ static int run_teacher(Args& a) {
   opt.context_length = (int)ctx;
   opt.concurrency = (int)conc;
   opt.template_text = info.template_text;
+  opt.instruction = template_unescape(config_str(c, "TEACHER_INSTRUCTION"));
   BK_LOG_INFO("teacher baseline: %s, %zu prompts from %s", provider_describe(rs).c_str(), prompts.size(),
               prompts_desc.c_str());
   std::vector<BaselineRow> rows;

@@ -94,6 +94,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_SOURCE", "teacher_sample", "collect", "What `bitkd collect` records: teacher_sample (the teacher answers), reference (it scores the reference answers), on_policy (it scores a student's answers)"},
     {"KD_STUDENT_TEMPERATURE", "1.0", "collect", "on_policy: the student's sampling temperature"},
     {"TEMPLATE", "<|user|>\\n{prompt}\\n\\n<|assistant|>\\n", "collect", "Chat template ({prompt} is replaced; \\n escapes)"},
+    {"TEACHER_INSTRUCTION", "", "teacher",
+     "System message sent before every prompt to a chat-API teacher (baseline and teacher_sample traces), e.g. to ask "
+     "for the bare answer; recorded in the baseline and hashed into template_hash (\\n escapes; empty: none)"},
     {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: <artifacts>/tokenizer/tokenizer.model, which the pipeline trains)"},
     {"TEACHER_TOKENIZER", "", "collect", "Teacher SentencePiece tokenizer.model for a local teacher"},
     {"TOKENIZER_VOCAB_SIZE", "2048", "collect", "Vocabulary size for `bitkd tokenizer train`"},

@@ -62,6 +62,7 @@ static void run_one(ProviderClient* client, const PromptItem& item, const Baseli
   req.max_tokens = opt.max_tokens;
   req.seed = opt.seed;
   req.messages = {{"user", item.prompt}};
+  if (!opt.instruction.empty()) req.messages.insert(req.messages.begin(), {"system", opt.instruction});
   if (provider_client_settings(*client).api == API_COMPLETIONS) {
     Status st = template_render(opt.template_text, item.prompt, &req.prompt);
     if (!st.ok()) {
@@ -168,6 +169,7 @@ std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions
   j["model"] = info.model;
   j["base_url"] = info.base_url;
   j["template"] = info.template_text;
+  j["instruction"] = opt.instruction;
   j["memory_teacher_constant"] = info.memory_bytes > 0 ? json(info.memory_bytes) : json(nullptr);
   json ec;
   ec["temperature"] = opt.temperature;

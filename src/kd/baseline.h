@@ -25,6 +25,7 @@ struct BaselineOptions {
   int context_length = 8192;  // TEACHER_CTX_LEN, reported
   int concurrency = 1;        // 1 keeps latencies comparable with the PoC's sequential runs
   std::string template_text;  // applied for the legacy Completions API; reported
+  std::string instruction;    // chat API: a system message before the prompt ("" = none); reported
   int64_t seed = -1;          // sent to the provider when >= 0
   bool progress = true;
 };

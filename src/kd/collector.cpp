@@ -281,6 +281,7 @@ static void collect_one(ProviderClient* client, const Tokenizer& student, Projec
   if (opt.source == "teacher_sample") {
     CompletionRequest req;
     req.messages = {{"user", item.prompt}};
+    if (!opt.instruction.empty()) req.messages.insert(req.messages.begin(), {"system", opt.instruction});
     req.prompt = rendered;  // used by the legacy Completions API only
     req.temperature = opt.temperature;
     req.top_p = opt.top_p;
@@ -429,7 +430,9 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
                 {"bitkd_top_logprobs", std::to_string(opt.top_logprobs)},
                 {"bitkd_max_tokens", std::to_string(opt.max_tokens)},
                 {"bitkd_collect_shard", std::to_string(opt.shard_i) + "/" + std::to_string(opt.shard_n)}};
-  const std::string template_hash = sha256_hex(opt.template_text);
+  // The instruction changes what a chat teacher answers: part of the hash.
+  const std::string template_hash =
+      sha256_hex(opt.instruction.empty() ? opt.template_text : opt.template_text + "\n[instruction]\n" + opt.instruction);
 
   // What is committed already (every group), and whether it belongs with this run.
   std::map<int64_t, std::string> committed;

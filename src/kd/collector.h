@@ -36,6 +36,7 @@ struct Tokenizer;
 struct CollectOptions {
   std::string data_dir;
   std::string template_text;  // unescaped; rendered prompts and template_hash use it
+  std::string instruction;    // chat API teacher_sample: a system message before the prompt ("" = none)
   int top_logprobs = 20;      // requested per step; also the projected top-K kept
   double temperature = 0.8;
   double top_p = 0.95;

@@ -4,16 +4,19 @@
 
 #include <atomic>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "kd/baseline.h"
 #include "kd/providers.h"
 #include "testutil/fault_server.h"
 #include "testutil/testutil.h"
 
 using bk_test::FaultAction;
 using bk_test::FaultServer;
+using json = nlohmann::json;
 
 namespace {
 
@@ -668,4 +671,42 @@ TEST(ProviderScore, HostedChatApisAreRefusedBeforeAnyRequest) {
   EXPECT_NE(st.msg.find("cannot score a given text"), std::string::npos) << st.msg;
   EXPECT_EQ(r.error_kind, "config");
   EXPECT_TRUE(fs.bodies.empty());
+}
+
+// TEACHER_INSTRUCTION reaches a chat teacher as a system message before the
+// prompt, the reply is scored on the answer inside it, and the baseline
+// records both.
+TEST(Providers, InstructionGoesFirstAndTheReplyIsScoredOnItsAnswer) {
+  FaultServer fs;
+  fs.canned_body = R"({"id":"c","object":"chat.completion","model":"m-1","choices":[{"index":0,
+    "message":{"role":"assistant","content":"Let me compute that.\nThe answer is 42."},"finish_reason":"stop"}],
+    "usage":{"prompt_tokens":9,"completion_tokens":8}})";
+  fs.start();
+  Sleeps sl;
+  bk::ProviderClient c = make_client(fs.base_url(), &sl);
+  bk::PromptItem item;
+  item.prompt = "What is 40 + 2?";
+  item.task = "arithmetic";
+  item.reference = "42";
+  bk::BaselineOptions opt;
+  opt.instruction = "Reply with the answer only.";
+  opt.max_tokens = 16;
+  opt.progress = false;
+  std::vector<bk::BaselineRow> rows;
+  ASSERT_TRUE(bk::baseline_run(&c, {item}, opt, nullptr, &rows).ok());
+  ASSERT_EQ(fs.bodies.size(), 1u);
+  json body = json::parse(fs.bodies[0]);
+  ASSERT_EQ(body["messages"].size(), 2u) << body;
+  EXPECT_EQ(body["messages"][0]["role"], "system");
+  EXPECT_EQ(body["messages"][0]["content"], "Reply with the answer only.");
+  EXPECT_EQ(body["messages"][1]["role"], "user");
+  EXPECT_EQ(body["messages"][1]["content"], "What is 40 + 2?");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_TRUE(rows[0].scored);
+  EXPECT_EQ(rows[0].score, 1.0);
+  EXPECT_EQ(rows[0].answer, "42.");
+  bk::BaselineInfo info;
+  json rep = json::parse(bk::baseline_report_json(info, opt, rows));
+  EXPECT_EQ(rep["instruction"], "Reply with the answer only.");
+  EXPECT_EQ(rep["results"][0]["scored_answer"], "42.");
 }
