@@ -63,7 +63,7 @@ static void run_one(ProviderClient* client, const PromptItem& item, const Baseli
   req.seed = opt.seed;
   req.messages = {{"user", item.prompt}};
   if (!opt.instruction.empty()) req.messages.insert(req.messages.begin(), {"system", opt.instruction});
-  if (provider_client_settings(*client).api == API_COMPLETIONS) {
+  if (provider_api_takes_raw_prompt(provider_client_settings(*client).api)) {
     Status st = template_render(opt.template_text, item.prompt, &req.prompt);
     if (!st.ok()) {
       row->error = st.msg;
@@ -170,6 +170,10 @@ std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions
   j["base_url"] = info.base_url;
   j["template"] = info.template_text;
   j["instruction"] = opt.instruction;
+  if (!info.api.empty())
+    j["prompt_format"] = info.api == "completions" || info.api == "native"
+                             ? "raw: TEMPLATE rendered by bitkd"
+                             : "chat messages: the server applies its own chat template";
   j["memory_teacher_constant"] = info.memory_bytes > 0 ? json(info.memory_bytes) : json(nullptr);
   json ec;
   ec["temperature"] = opt.temperature;

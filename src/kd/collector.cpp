@@ -170,6 +170,7 @@ struct Outcome {
   std::vector<KdStep> steps;
   std::map<std::string, int64_t> invalid;
   int64_t floored = 0, unmapped = 0, mass_n = 0;
+  int64_t end_of_text = 0;  // final end-of-text steps (no bytes), not kept as KD steps
   double mass_sum = 0;
   bool offset_mismatch = false;
 };
@@ -319,6 +320,13 @@ static void collect_one(ProviderClient* client, const Tokenizer& student, Projec
   out->steps.reserve(res.tokens.size());
   for (size_t t = 0; t < res.tokens.size(); t++) {
     const TokenStep& ts = res.tokens[t];
+    // Servers that report the end-of-text token send it as a last step with
+    // no text. It ends the answer (the student learns that from its own EOS
+    // target), it is not a token of it: counted, not stored, not invalid.
+    if (t + 1 == res.tokens.size() && token_bytes(ts).empty() && res.finish_reason == "stop") {
+      out->end_of_text++;
+      break;
+    }
     TeacherCandidate sample = to_candidate(ts.text, ts.bytes, ts.has_bytes, ts.logprob);
     std::string sample_bytes = candidate_bytes(sample);
     cands.clear();
@@ -427,6 +435,9 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
   meta.template_text = opt.template_text;
   meta.extra = {{"bitkd_provider", ps.provider},
                 {"bitkd_teacher_api", provider_api_name(ps.api)},
+                {"bitkd_prompt_format", provider_api_takes_raw_prompt(ps.api) || opt.source != "teacher_sample"
+                                            ? "raw: TEMPLATE rendered by bitkd"
+                                            : "chat messages: the server applies its own chat template"},
                 {"bitkd_top_logprobs", std::to_string(opt.top_logprobs)},
                 {"bitkd_max_tokens", std::to_string(opt.max_tokens)},
                 {"bitkd_collect_shard", std::to_string(opt.shard_i) + "/" + std::to_string(opt.shard_n)}};
@@ -573,6 +584,7 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
     for (auto& it : o.invalid) S.invalid_by_reason[it.first] += it.second, inv += it.second;
     S.steps_valid += (int64_t)o.steps.size() - inv;
     S.steps_other_floored += o.floored;
+    S.steps_end_of_text += o.end_of_text;
     S.unmapped_candidates += o.unmapped;
     S.mass_sum += o.mass_sum;
     S.mass_n += o.mass_n;
@@ -691,6 +703,7 @@ std::string collect_stats_json(const CollectStats& s, const CollectOptions& o, c
   st["invalid"] = s.steps - s.steps_valid;
   st["invalid_by_reason"] = s.invalid_by_reason;
   st["other_floored"] = s.steps_other_floored;
+  st["end_of_text"] = s.steps_end_of_text;
   st["unmapped_candidates"] = s.unmapped_candidates;
   st["mean_topk_mass"] = s.mass_n ? s.mass_sum / s.mass_n : 0.0;
   j["steps"] = st;

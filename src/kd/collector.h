@@ -70,6 +70,7 @@ struct CollectStats {
   int64_t steps = 0, steps_valid = 0;
   std::map<std::string, int64_t> invalid_by_reason;
   int64_t steps_other_floored = 0;
+  int64_t steps_end_of_text = 0;  // final end-of-text steps the server reported (not stored, not invalid)
   int64_t unmapped_candidates = 0;
   double mass_sum = 0;
   int64_t mass_n = 0;

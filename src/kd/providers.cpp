@@ -45,6 +45,8 @@ static const ProviderInfo k_providers[] = {
      "Gemini returns logprobs only on some models; set GEMINI_LOGPROBS=1 if yours does"},
 };
 
+bool provider_api_takes_raw_prompt(ProviderApi api) { return api == API_COMPLETIONS || api == API_LLAMACPP; }
+
 static const ProviderInfo* find_provider(const std::string& name) {
   for (const ProviderInfo& p : k_providers)
     if (name == p.name) return &p;
@@ -57,6 +59,7 @@ const char* provider_api_name(ProviderApi api) {
     case API_COMPLETIONS: return "completions";
     case API_ANTHROPIC: return "anthropic";
     case API_GEMINI: return "gemini";
+    case API_LLAMACPP: return "native";
   }
   return "?";
 }
@@ -144,8 +147,10 @@ Status provider_resolve(const Config& c, ProviderSettings* out) {
   std::string api = lower(config_str(c, "TEACHER_API", "chat"));
   if (info->api == API_CHAT) {
     if (api == "completions") s.api = API_COMPLETIONS;
+    else if (api == "native" && name == "llamacpp") s.api = API_LLAMACPP;
     else if (api != "chat")
-      return errorf("TEACHER_API=%s: expected chat or completions", api.c_str());
+      return errorf("TEACHER_API=%s: expected chat or completions%s", api.c_str(),
+                    name == "llamacpp" ? " or native (llama.cpp's /completion with n_probs)" : "");
   }
   if (info->no_logprobs) {
     s.logprobs_supported = false;
@@ -491,6 +496,25 @@ static std::string build_body(const ProviderSettings& s, const CompletionRequest
       if (r.top_p < 1.0) b["top_p"] = r.top_p;
       break;
     }
+    case API_LLAMACPP: {
+      // The raw prompt as rendered; greedy when temperature is 0. Probabilities
+      // before sampling (post_sampling_probs false) are the model's own.
+      std::string prompt = r.prompt;
+      if (prompt.empty())
+        for (const ChatTurn& m : r.messages) prompt += m.content;
+      b["prompt"] = prompt;
+      b["n_predict"] = r.max_tokens;
+      b["temperature"] = r.temperature;
+      b["top_p"] = r.top_p;
+      b["stream"] = false;
+      b["cache_prompt"] = true;
+      if (r.logprobs) {
+        b["n_probs"] = r.top_logprobs;
+        b["post_sampling_probs"] = false;
+      }
+      if (r.seed >= 0) b["seed"] = r.seed;
+      break;
+    }
     case API_GEMINI: {
       json contents = json::array();
       std::string system;
@@ -524,6 +548,12 @@ static std::string endpoint(const ProviderSettings& s) {
     case API_COMPLETIONS: return s.base_url + "/completions";
     case API_ANTHROPIC: return s.base_url + "/messages";
     case API_GEMINI: return s.base_url + "/models/" + s.model + ":generateContent";
+    case API_LLAMACPP: {
+      // The OpenAI-compatible routes live under /v1, the native one at the root.
+      std::string root = s.base_url;
+      if (root.size() >= 3 && root.compare(root.size() - 3, 3, "/v1") == 0) root.resize(root.size() - 3);
+      return root + "/completion";
+    }
   }
   return s.base_url;
 }
@@ -708,6 +738,56 @@ static std::string parse_gemini(const json& j, CompletionResult* r) {
   return "";
 }
 
+// llama.cpp's native /completion: content, stop_type (or the older
+// stopped_* flags), and per generated token completion_probabilities, either
+// {id, token, bytes, logprob, top_logprobs: [{id, token, bytes, logprob}]}
+// (current builds) or {content, probs: [{tok_str, prob}]} (older ones).
+static std::string parse_llamacpp(const json& j, CompletionResult* r) {
+  if (!j.is_object() || !j.contains("content") || !j["content"].is_string()) return "no content in the response";
+  r->text = j["content"].get<std::string>();
+  const std::string stop = json_str(j, "stop_type");
+  auto flag = [&](const char* k) { return j.contains(k) && j[k].is_boolean() && j[k].get<bool>(); };
+  if (stop == "eos" || stop == "word" || flag("stopped_eos") || flag("stopped_word")) r->finish_reason = "stop";
+  else if (stop == "limit" || flag("stopped_limit")) r->finish_reason = "length";
+  else r->finish_reason = stop;
+  r->model = json_str(j, "model");
+  if (j.contains("tokens_predicted") && j["tokens_predicted"].is_number_integer()) {
+    r->has_usage = true;
+    r->completion_tokens = j["tokens_predicted"].get<int64_t>();
+    if (j.contains("tokens_evaluated") && j["tokens_evaluated"].is_number_integer())
+      r->prompt_tokens = j["tokens_evaluated"].get<int64_t>();
+  }
+  if (!j.contains("completion_probabilities") || !j["completion_probabilities"].is_array()) return "";
+  r->has_logprobs = true;
+  auto prob_to_logprob = [](const json& p) {
+    return p.is_number() && p.get<double>() > 0 ? (float)std::log(p.get<double>()) : -INFINITY;
+  };
+  for (const json& t : j["completion_probabilities"]) {
+    if (!t.is_object()) return "completion_probabilities[] holds a non-object";
+    TokenStep st;
+    st.text = t.contains("token") ? json_str(t, "token") : json_str(t, "content");
+    if (t.contains("bytes")) st.has_bytes = json_bytes(t["bytes"], &st.bytes);
+    const json* cands = t.contains("top_logprobs") && t["top_logprobs"].is_array() ? &t["top_logprobs"]
+                        : t.contains("probs") && t["probs"].is_array()             ? &t["probs"]
+                                                                                   : nullptr;
+    st.logprob = t.contains("logprob") ? json_logprob(t["logprob"]) : -INFINITY;
+    if (cands)
+      for (const json& cj : *cands) {
+        if (!cj.is_object()) continue;
+        TokenCandidate c;
+        c.text = cj.contains("token") ? json_str(cj, "token") : json_str(cj, "tok_str");
+        c.logprob = cj.contains("logprob") ? json_logprob(cj["logprob"]) : prob_to_logprob(cj.contains("prob") ? cj["prob"] : json());
+        if (cj.contains("bytes")) c.has_bytes = json_bytes(cj["bytes"], &c.bytes);
+        // Older builds give no logprob of the sampled token itself: take it from the candidates.
+        if (!t.contains("logprob") && token_bytes(c) == token_bytes(st)) st.logprob = std::max(st.logprob, c.logprob);
+        st.top.push_back(std::move(c));
+      }
+    sort_candidates(&st.top);
+    r->tokens.push_back(std::move(st));
+  }
+  return "";
+}
+
 static void parse_openai_usage(const json& j, CompletionResult* r) {
   if (!j.contains("usage") || !j["usage"].is_object()) return;
   const json& u = j["usage"];
@@ -736,6 +816,7 @@ static std::string parse_response(ProviderApi api, const std::string& body, Comp
       }
       case API_ANTHROPIC: return parse_anthropic(j, r);
       case API_GEMINI: return parse_gemini(j, r);
+      case API_LLAMACPP: return parse_llamacpp(j, r);
     }
   } catch (const std::exception& e) {
     return std::string("unexpected JSON shape: ") + e.what();

@@ -30,8 +30,12 @@ enum ProviderApi {
   API_COMPLETIONS = 1,  // POST {base}/completions (legacy)
   API_ANTHROPIC = 2,    // POST {base}/messages
   API_GEMINI = 3,       // POST {base}/models/{model}:generateContent
+  API_LLAMACPP = 4,     // POST {base without /v1}/completion: llama.cpp's native route (n_probs)
 };
-const char* provider_api_name(ProviderApi api);  // "chat", "completions", "anthropic", "gemini"
+const char* provider_api_name(ProviderApi api);  // "chat", "completions", "anthropic", "gemini", "native"
+// The API sends bitkd's rendered template as a raw prompt (the teacher sees
+// exactly that text), not chat messages the server templates itself.
+bool provider_api_takes_raw_prompt(ProviderApi api);
 
 // Everything a client needs, resolved once from the configuration.
 struct ProviderSettings {
@@ -61,7 +65,7 @@ struct ProviderSettings {
 // teacher behind `bitkd serve`); model = TEACHER_MODEL else <P>_MODEL; base
 // URL = TEACHER_BASE_URL else <P>_BASE_URL; key = TEACHER_API_KEY else
 // <P>_API_KEY; API = TEACHER_API (chat | completions) for OpenAI-compatible
-// providers. Transport knobs from TEACHER_TIMEOUT_S, TEACHER_MAX_RETRIES,
+// providers, and also native for llamacpp. Transport knobs from TEACHER_TIMEOUT_S, TEACHER_MAX_RETRIES,
 // TEACHER_CONCURRENCY, TEACHER_RPM. A hosted provider without a key or model
 // is an error naming the variables to set.
 Status provider_resolve(const Config& c, ProviderSettings* out);
@@ -82,7 +86,7 @@ struct ChatTurn {
 
 struct CompletionRequest {
   std::vector<ChatTurn> messages;  // chat, anthropic, gemini
-  std::string prompt;                 // legacy completions
+  std::string prompt;                 // legacy completions, llama.cpp native
   double temperature = 0.0;
   double top_p = 1.0;
   int max_tokens = 256;

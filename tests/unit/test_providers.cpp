@@ -710,3 +710,63 @@ TEST(Providers, InstructionGoesFirstAndTheReplyIsScoredOnItsAnswer) {
   EXPECT_EQ(rep["instruction"], "Reply with the answer only.");
   EXPECT_EQ(rep["results"][0]["scored_answer"], "42.");
 }
+
+// llama.cpp's native /completion: at the server's root (not under /v1), the raw
+// prompt with n_probs; both the current and the older probability shapes.
+TEST(Providers, LlamaCppNativeRouteBothProbabilityShapes) {
+  FaultServer fs;
+  fs.start();
+  bk::ProviderSettings s;
+  s.provider = "llamacpp";
+  s.base_url = fs.base_url();  // ends in /v1
+  s.api = bk::API_LLAMACPP;
+  s.max_retries = 0;
+  bk::ProviderClient c;
+  ASSERT_TRUE(bk::provider_client_init(&c, s).ok());
+  bk::CompletionRequest q;
+  q.prompt = "<|user|>\nx\n\n<|assistant|>\n";
+  q.max_tokens = 8;
+  q.logprobs = true;
+  q.top_logprobs = 2;
+  {
+    fs.canned_body = R"({"content":" 42","model":"m.gguf","stop":true,"stop_type":"limit","tokens_predicted":2,
+      "tokens_evaluated":9,"completion_probabilities":[
+      {"id":5,"token":" 4","bytes":[32,52],"logprob":-0.5,"top_logprobs":[{"id":6,"token":" 3","bytes":[32,51],"logprob":-1.2},
+                                                                        {"id":5,"token":" 4","bytes":[32,52],"logprob":-0.5}]},
+      {"id":7,"token":"2","bytes":[50],"logprob":-0.01,"top_logprobs":[{"id":7,"token":"2","bytes":[50],"logprob":-0.01}]}]})";
+    bk::CompletionResult r;
+    bk::Status st = bk::provider_complete(&c, q, &r);
+    ASSERT_TRUE(st.ok()) << st.msg;
+    EXPECT_EQ(fs.paths.back(), "/completion");
+    json body = json::parse(fs.bodies.back());
+    EXPECT_EQ(body["prompt"], q.prompt);
+    EXPECT_EQ(body["n_predict"], 8);
+    EXPECT_EQ(body["n_probs"], 2);
+    EXPECT_EQ(body["post_sampling_probs"], false);
+    EXPECT_EQ(r.text, " 42");
+    EXPECT_EQ(r.finish_reason, "length");
+    EXPECT_EQ(r.model, "m.gguf");
+    EXPECT_EQ(r.completion_tokens, 2);
+    EXPECT_EQ(r.prompt_tokens, 9);
+    ASSERT_EQ(r.tokens.size(), 2u);
+    EXPECT_EQ(bk::token_bytes(r.tokens[0]), " 4");
+    EXPECT_FLOAT_EQ(r.tokens[0].logprob, -0.5f);
+    ASSERT_EQ(r.tokens[0].top.size(), 2u);
+    EXPECT_EQ(bk::token_bytes(r.tokens[0].top[0]), " 4");  // sorted by logprob
+    EXPECT_FLOAT_EQ(r.tokens[0].top[1].logprob, -1.2f);
+  }
+  {
+    // Older builds: probabilities, no logprob or bytes; stopped_eos instead of stop_type.
+    fs.canned_body = R"({"content":"ok","stopped_eos":true,"completion_probabilities":[
+      {"content":"ok","probs":[{"tok_str":"ok","prob":0.5},{"tok_str":"no","prob":0.25}]}]})";
+    bk::CompletionResult r;
+    bk::Status st = bk::provider_complete(&c, q, &r);
+    ASSERT_TRUE(st.ok()) << st.msg;
+    EXPECT_EQ(r.finish_reason, "stop");
+    ASSERT_EQ(r.tokens.size(), 1u);
+    EXPECT_EQ(r.tokens[0].text, "ok");
+    EXPECT_FLOAT_EQ(r.tokens[0].logprob, std::log(0.5f));
+    ASSERT_EQ(r.tokens[0].top.size(), 2u);
+    EXPECT_FLOAT_EQ(r.tokens[0].top[1].logprob, std::log(0.25f));
+  }
+}
