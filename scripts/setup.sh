@@ -34,6 +34,7 @@ if [ "$with_tests" -eq 1 ]; then
     python3 python3-torch python3-numpy
     nodejs npm
     chromium
+    libopenmpi-dev openmpi-bin
   )
 fi
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "kernels/cpu/kernels.h"
 #include "pipeline/plan.h"
 
@@ -45,9 +46,10 @@ static int run_check_env(Args& a) {
   printf("artifacts: root=%s data=%s checkpoints=%s reports=%s logs=%s\n", p.root.c_str(), p.data.c_str(),
          p.checkpoints.c_str(), p.reports.c_str(), p.logs.c_str());
   const KernelInfo& k = kernels_info();
-  printf("machine: %s; vector unit %s%s%s; matmuls: %s kernels (%s); ternary kernels: %s\n",
+  printf("machine: %s; vector unit %s%s%s; matmuls: %s kernels (%s); ternary kernels: %s; MPI: %s\n",
          k.cpu.empty() ? "unknown CPU" : k.cpu.c_str(), k.vector_isa.c_str(), k.avx512_vnni ? " +VNNI" : "",
-         k.avx512_bf16 ? " +BF16" : "", k.blas_family.c_str(), k.blas_family_source.c_str(), k.ternary.c_str());
+         k.avx512_bf16 ? " +BF16" : "", k.blas_family.c_str(), k.blas_family_source.c_str(), k.ternary.c_str(),
+         dist_built_with_mpi() ? "yes (mpirun -np N bitkd train|pretrain|collect)" : "no (one process)");
   const char* group = "";
   for (const ConfigVar& v : config_vars()) {
     std::string val = config_str(c, v.name);

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "kd/collector.h"
@@ -89,6 +90,13 @@ static int run_collect(Args& a) {
   if (!st.ok()) return cli_fail(a, st);
   st = collect_parse_shard(arg_str(a, "shard"), &opt.shard_i, &opt.shard_n);
   if (!st.ok()) return cli_fail(a, st);
+  // Under mpirun each rank is one more split of the shard: --shard i/n with R
+  // ranks gives rank r the prompts with prompt_idx % (n R) == i R + r, and
+  // files named after that split, so no two ranks write the same file.
+  if (dist_size() > 1) {
+    opt.shard_i = opt.shard_i * dist_size() + dist_rank();
+    opt.shard_n *= dist_size();
+  }
 
   ArtifactPaths paths = artifact_paths(c);
   st = ensure_artifact_dirs(c, paths);
@@ -140,6 +148,7 @@ static int run_collect(Args& a) {
   CollectStats stats;
   Status run = collect_run(&client, student, prompts, opt, &stats);
   std::string stats_path = arg_str(a, "stats");
+  if (!stats_path.empty() && dist_size() > 1) stats_path += ".rank" + std::to_string(dist_rank());
   if (stats_path.empty())
     stats_path = path_join(paths.logs, opt.shard_n <= 1 ? std::string("collect_stats.json")
                                                         : "collect_stats_" + std::to_string(opt.shard_i) + "of" +
@@ -148,6 +157,14 @@ static int run_collect(Args& a) {
   st = write_file_atomic(stats_path, collect_stats_json(stats, opt, provider_client_settings(client)));
   if (!st.ok()) return cli_fail(a, st);
   if (!run.ok()) return cli_fail(a, run);
+  if (dist_size() > 1) {
+    long long t[5] = {stats.prompts_ok, stats.prompts_failed, stats.prompts_already, stats.steps,
+                      stats.steps - stats.steps_valid};
+    st = dist_allreduce_sum(t, 5);
+    if (!st.ok()) return cli_fail(a, st);
+    printf("collect, all %d ranks: %lld prompts ok, %lld failed, %lld already collected; %lld steps (%lld invalid)\n",
+           dist_size(), t[0], t[1], t[2], t[3], t[4]);
+  }
   printf("collect: %lld prompts ok, %lld failed, %lld already collected; %lld steps (%lld invalid), %.1f steps/s\n",
          (long long)stats.prompts_ok, (long long)stats.prompts_failed, (long long)stats.prompts_already,
          (long long)stats.steps, (long long)(stats.steps - stats.steps_valid),

@@ -246,6 +246,11 @@ int run_pretrain(Args& a) {
   out["seen_tokens"] = r.seen_tokens;
   out["act_bits"] = m.cfg.act_bits;
   out["tokens_per_s"] = r.tokens_per_s;
+  if (r.ranks > 1) {
+    out["ranks"] = r.ranks;
+    out["allreduce_s"] = r.allreduce_s;
+    out["allreduce_share"] = r.wall_s > 0 ? r.allreduce_s / r.wall_s : 0.0;
+  }
   out["metrics"] = opt.metrics_path;
   printf("%s\n", out.dump().c_str());
   return 0;

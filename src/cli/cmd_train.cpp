@@ -186,6 +186,11 @@ int run_train(Args& a) {
   out["skipped_steps"] = r.train.skipped;
   out["nan_guards"] = r.nan_guards;
   out["tokens_per_s"] = r.train.tokens_per_s;
+  if (r.train.ranks > 1) {
+    out["ranks"] = r.train.ranks;
+    out["allreduce_s"] = r.train.allreduce_s;
+    out["allreduce_share"] = r.train.wall_s > 0 ? r.train.allreduce_s / r.train.wall_s : 0.0;
+  }
   out["wall_s"] = r.train.wall_s;
   out["metrics"] = opt.metrics_path;
   out["data"] = nlohmann::ordered_json::parse(r.data_stats_json);

@@ -2,11 +2,13 @@
 // the command line and dispatches; each command lives in cmd_<name>.cpp.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/log.h"
 #include "core/version.h"
 
@@ -190,6 +192,20 @@ static int run_main(int argc, char** argv) {
   long long threads = 0;
   st = config_int(a.cfg, "THREADS", &threads);
   if (!st.ok()) return cli_fail(a, st);
+  if (dist_size() > 1) {
+    // Under mpirun: the commands that split their work by rank, rank 0 speaks
+    // for the job, and the ranks on one machine share its cores.
+    if (strcmp(cmd->name, "train") && strcmp(cmd->name, "pretrain") && strcmp(cmd->name, "collect"))
+      return cli_fail(a, errorf("bitkd %s runs as one process; under mpirun (%d ranks) use train, pretrain or "
+                                "collect",
+                                cmd->name, dist_size()));
+    if (dist_rank() != 0) {
+      if (!freopen("/dev/null", "w", stdout)) fprintf(stderr, "bitkd: rank %d: cannot silence stdout\n", dist_rank());
+      if (log_get_level() < LOG_ERROR) log_set_level(LOG_ERROR);
+    }
+    if (threads <= 0) threads = std::max(1, omp_get_num_procs() / dist_local_size());
+    BK_LOG_INFO("%s, %lld threads per rank", dist_describe().c_str(), threads);
+  }
   if (threads > 0) omp_set_num_threads((int)threads);
   const int rc = cmd->run(a);
   // What this command read from the configuration, for `bitkd pipeline`'s
@@ -208,11 +224,18 @@ static int run_main(int argc, char** argv) {
 }  // namespace bk
 
 int main(int argc, char** argv) {
+  bk::Status st = bk::dist_init(&argc, &argv);
+  if (!st.ok()) {
+    fprintf(stderr, "bitkd: %s\n", st.msg.c_str());
+    return 2;
+  }
+  int rc = 1;
   // Exceptions stop here: modules return Status, but a library may still throw.
   try {
-    return bk::run_main(argc, argv);
+    rc = bk::run_main(argc, argv);
   } catch (const std::exception& e) {
     fprintf(stderr, "bitkd: fatal: %s\n", e.what());
-    return 1;
   }
+  bk::dist_finalize(rc);  // a failed rank takes the job down instead of leaving the others waiting
+  return rc;
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "core/dist.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -99,8 +100,24 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
 
   std::unique_ptr<Activations, ActsDeleter> acts(activations_create(*m, o.batch, o.seq));
   if (!acts) return errorf("trainer: cannot allocate activations for batch %d x seq %d", o.batch, o.seq);
+  // Data parallel (core/dist): every rank reads the whole batch stream (so the
+  // data position, the RNG and the seen tokens are those of one process) and
+  // computes the micro-batches k with k % ranks == rank; gradients, losses
+  // and metrics are summed over ranks, every rank takes the same AdamW step,
+  // and rank 0 writes checkpoints and metrics.
+  const int ranks = dist_size(), rank = dist_rank();
+  const bool writer = rank == 0;
+  if (o.grad_accum % ranks != 0)
+    return errorf("GRAD_ACCUM=%d is not a multiple of the %d MPI ranks: each rank computes an equal share of every "
+                  "step's micro-batches (the global batch is TRAIN_BATCH_SIZE x GRAD_ACCUM, as in one process); use "
+                  "--grad-accum %d",
+                  o.grad_accum, ranks, ((o.grad_accum + ranks - 1) / ranks) * ranks);
+  // With several micro-batches per step each one's gradient is computed alone
+  // and added in micro-batch order, so a step's sum is the same whether one
+  // process or one rank per micro-batch computed the terms.
+  std::vector<float> grad_sum(o.grad_accum > 1 ? m->params.size() : 0);
   std::unique_ptr<FILE, FileCloser> metrics;
-  if (!o.metrics_path.empty()) {
+  if (!o.metrics_path.empty() && writer) {
     std::string dir = path_dirname(o.metrics_path);
     if (!dir.empty() && dir != ".") BK_TRY(make_dirs(dir));
     metrics.reset(fopen(o.metrics_path.c_str(), "a"));
@@ -112,7 +129,8 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
   const double t0 = now_seconds();
   const long long tokens_per_step = (long long)o.batch * o.seq * o.grad_accum;
   Progress prog;
-  if (o.progress) progress_begin(&prog, o.label, todo);
+  const bool progress = o.progress && writer;
+  if (progress) progress_begin(&prog, o.label, todo);
 
   // Interval accumulators for the metrics line.
   double iv_loss = 0, iv_t0 = t0;
@@ -138,11 +156,15 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
 
     model_zero_grads(m);
     double loss_sum = 0;
-    std::vector<std::pair<std::string, double>> step_metrics;  // this step's loss metrics (micro-batch mean)
+    std::vector<std::pair<std::string, double>> step_metrics;  // this step's loss metrics (sums, then means)
+    int mine = 0;  // micro-batches this rank computed
     for (int micro = 0; micro < o.grad_accum; micro++) {
       BK_TRY(cb.next_batch(&b, &st.rng));
       if (b.batch != o.batch || b.seq != o.seq)
         return errorf("trainer: batch source gave [%d, %d], expected [%d, %d]", b.batch, b.seq, o.batch, o.seq);
+      st.seen_tokens += b.real_tokens;
+      if (micro % ranks != rank) continue;
+      if (!grad_sum.empty()) model_zero_grads(m);
       BK_TRY(model_forward(m, acts.get(), b.tokens.data(), b.key_mask.data(), b.batch, b.seq));
       float* logits = activations_logits(acts.get());
       LossResult lr;
@@ -153,15 +175,37 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
                                            nullptr);
       }
       BK_TRY(model_backward(m, acts.get()));
-      loss_sum += lr.loss;
-      st.seen_tokens += b.real_tokens;
-      for (auto& kv : lr.metrics) {
-        if (!iv_metrics.count(kv.first)) metric_order.push_back(kv.first);
-        iv_metrics[kv.first] += kv.second / o.grad_accum;
-        if (micro == 0) step_metrics.emplace_back(kv.first, 0.0);
-        for (auto& sm : step_metrics)
-          if (sm.first == kv.first) sm.second += kv.second / o.grad_accum;
+      if (!grad_sum.empty()) {
+        if (mine == 0) std::copy(m->grads.begin(), m->grads.end(), grad_sum.begin());
+        else
+          for (size_t i = 0; i < grad_sum.size(); i++) grad_sum[i] += m->grads[i];
       }
+      mine++;
+      loss_sum += lr.loss;
+      for (auto& kv : lr.metrics) {
+        bool have = false;
+        for (auto& sm : step_metrics)
+          if (sm.first == kv.first) sm.second += kv.second, have = true;
+        if (!have) step_metrics.emplace_back(kv.first, kv.second);
+      }
+    }
+    if (!grad_sum.empty()) std::copy(grad_sum.begin(), grad_sum.end(), m->grads.begin());
+    if (ranks > 1) {
+      // One sum for the gradients, one for the loss and the metrics (every
+      // rank has the same metric names in the same order: same loss function).
+      const double tc = now_seconds();
+      BK_TRY(dist_allreduce_sum(m->grads.data(), m->grads.size()));
+      std::vector<double> sums = {loss_sum};
+      for (auto& sm : step_metrics) sums.push_back(sm.second);
+      BK_TRY(dist_allreduce_sum(sums.data(), sums.size()));
+      loss_sum = sums[0];
+      for (size_t i = 0; i < step_metrics.size(); i++) step_metrics[i].second = sums[1 + i];
+      out->allreduce_s += now_seconds() - tc;
+    }
+    for (auto& sm : step_metrics) {
+      sm.second /= o.grad_accum;
+      if (!iv_metrics.count(sm.first)) metric_order.push_back(sm.first);
+      iv_metrics[sm.first] += sm.second;
     }
     // Each micro-batch's loss is its own mean; the step's gradient is their average.
     if (o.grad_accum > 1) vec_scale(m->grads.data(), m->grads.size(), 1.0f / (float)o.grad_accum);
@@ -202,7 +246,7 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
         fprintf(metrics.get(), "%s\n", j.dump().c_str());
         fflush(metrics.get());
       }
-      if (!o.progress || !prog.tty)
+      if (!progress || !prog.tty)
         BK_LOG_INFO("%s: step %ld/%ld loss %.4f lr %.3g grad_norm %.3g %.0f tok/s A%d%s", o.label.c_str(), st.step,
                     o.total_steps, iv_losses ? iv_loss / iv_losses : NAN, sv.lr, ss.grad_norm, iv_tps,
                     m->cfg.act_bits, opt.skipped ? (" skipped " + std::to_string(opt.skipped)).c_str() : "");
@@ -211,7 +255,7 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
     }
 
     const bool ckpt_due = o.checkpoint_interval > 0 && st.step % o.checkpoint_interval == 0;
-    if (!o.checkpoint_dir.empty() && (ckpt_due || last)) {
+    if (!o.checkpoint_dir.empty() && (ckpt_due || last) && writer) {
       if (cb.save_position) st.data_position = cb.save_position();
       // The health file: the step's optimizer state and loss metrics, then the caller's extras.
       nlohmann::ordered_json hx;
@@ -228,7 +272,7 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
       saved_at_last = last;
       BK_LOG_DEBUG("%s: saved %s", o.label.c_str(), out->last_checkpoint.c_str());
     }
-    if (o.progress) {
+    if (progress) {
       std::string bar = "step " + std::to_string(st.step) + " loss " + fmt_g(loss);
       for (auto& kv : step_metrics) bar += " " + kv.first + " " + fmt_g(kv.second);
       progress_update(&prog, out->steps_this_run, bar + " lr " + fmt_g(sv.lr) + " A" + std::to_string(m->cfg.act_bits),
@@ -237,19 +281,20 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
   }
   // Nothing left to do (resumed at or past total_steps): make sure the latest
   // state is on disk anyway when asked for checkpoints.
-  if (todo == 0 && !o.checkpoint_dir.empty() && !saved_at_last && o.resume_from.empty()) {
+  if (todo == 0 && !o.checkpoint_dir.empty() && !saved_at_last && o.resume_from.empty() && writer) {
     if (cb.save_position) st.data_position = cb.save_position();
     BK_TRY(checkpoint_save(o.checkpoint_dir, *m, &opt, &o.sched, st, cb.extra_json ? cb.extra_json() : "",
                            o.keep_checkpoints, &out->last_checkpoint));
   }
   const double wall = now_seconds() - t0;
-  if (o.progress && todo > 0) progress_end(&prog, "loss " + fmt_g(st.last_loss));
+  if (progress && todo > 0) progress_end(&prog, "loss " + fmt_g(st.last_loss));
   out->steps_done = st.step;
   out->last_loss = st.last_loss;
   out->skipped = opt.skipped;
   out->seen_tokens = st.seen_tokens;
   out->flip = st.flip;
   out->wall_s = wall;
+  out->ranks = ranks;
   out->tokens_per_s = wall > 0 ? tokens_per_step * (double)out->steps_this_run / wall : 0;
   if (out->last_checkpoint.empty() && !o.resume_from.empty()) out->last_checkpoint = o.resume_from;
   return ok_status();

@@ -89,6 +89,8 @@ struct TrainResult {
   std::string last_checkpoint;
   double tokens_per_s = 0;    // input tokens (B*T*accum per step) over this run's wall time
   double wall_s = 0;
+  int ranks = 1;              // data-parallel ranks (core/dist)
+  double allreduce_s = 0;     // of wall_s: time in the gradient and loss sums over ranks
 };
 
 // Trains *m in place. With resume_from, *m is replaced by the checkpoint's
