@@ -332,8 +332,9 @@ TEST_F(Collect, ScoresReferencesAndAStudentsAnswers) {
       if (p.response_text.empty()) continue;
       ASSERT_GE(first, 0) << "no step for prompt " << p.prompt_idx;
       // (A barely trained student's answers hold byte tokens, whose step text is an escape.)
-      if (std::string(source) == "reference")
+      if (std::string(source) == "reference") {
         EXPECT_EQ(p.response_text.substr((size_t)first), spelled) << "prompt " << p.prompt_idx;
+      }
     }
     EXPECT_GT(valid, 0);
   }

@@ -169,7 +169,9 @@ void check_batch(const LoaderBatch& b) {
       EXPECT_EQ(b.segment[i], -1);
       EXPECT_EQ(b.kd_mask[i], 0);
     }
-    if (b.targets[i] >= 0) EXPECT_GT(b.ce_weight[i], 0.f);
+    if (b.targets[i] >= 0) {
+      EXPECT_GT(b.ce_weight[i], 0.f);
+    }
     if (b.targets[i] >= 0 || b.kd_mask[i]) loss++;
     if (b.kd_mask[i]) {
       kd++;
