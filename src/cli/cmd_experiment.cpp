@@ -23,7 +23,8 @@ int run_experiment(Args& a) {
   if (!arg_int_or_report(a, "on-policy-rounds", &v)) return 2;
   o.on_policy_rounds = (int)v;
   o.env_file = arg_str(a, "env-file");
-  Status st = experiment_run(a.cfg, o);
+  Status st = arg_bool(a, "resume", &o.resume);
+  if (st.ok()) st = experiment_run(a.cfg, o);
   return st.ok() ? 0 : cli_fail(a, st);
 }
 
@@ -45,6 +46,10 @@ const Command& command_experiment() {
           {"steps", nullptr, "0", "Training steps per arm (0: the pipeline's TOTAL_STEPS)"},
           {"on-policy-rounds", nullptr, "1",
            "kd_on_policy: times the student answers and the teacher scores it, evenly spaced over the steps"},
+          {"resume", nullptr, "",
+           "After an interruption: runs whose training finished with the same inputs are evaluated again, not "
+           "retrained",
+           true},
       },
       run_experiment,
   };

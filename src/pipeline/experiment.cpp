@@ -39,6 +39,7 @@ struct Run {
   int seed = 0;
   bool ok = false;
   std::string error;
+  bool reused = false;  // training reused (--resume), only evaluated
   double val = NAN, heldout = NAN, heldout_json = NAN, agreement = NAN, wall_s = 0;
 };
 
@@ -144,9 +145,62 @@ std::vector<std::string> eval_argv(const Ctx& cx, const std::string& model, cons
   return v;
 }
 
-// One arm, one seed: train (in two halves around on-policy collection when
-// the arm asks), then eval on the validation and held-out prompts.
-Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int on_policy_rounds, Run* out) {
+// Trains one arm: in one go, or for on-policy arms in R + 1 equal parts.
+Status train_arm(RunCtx& r, const ExperimentArm& a, const std::string& data, const std::string& ckpt_dir,
+                 long long steps, int on_policy_rounds, double budget) {
+  Ctx& cx = *r.cx;
+  if (!a.on_policy) return run(r, train_argv(cx, a, data, ckpt_dir, steps, steps, budget));
+  // R rounds split the steps into R + 1 equal parts. After each part but the
+  // last, the student answers the KD prompts, the teacher scores those
+  // answers, and training resumes on the references plus every on-policy
+  // set so far (the schedule and the flip budget stay those of one run).
+  const int rounds = std::max(1, on_policy_rounds);
+  std::string mix = data;
+  for (int k = 0; k <= rounds; k++) {
+    const long long until = steps * (k + 1) / (rounds + 1);
+    // Stops at `until` on the whole run's schedule (the decay horizon is all steps).
+    std::vector<std::string> v = train_argv(cx, a, mix, ckpt_dir, until, steps, budget);
+    if (k > 0) v.push_back("--resume");
+    BK_TRY(run(r, v));
+    if (k == rounds) break;
+    const std::string op = path_join(r.dir, "on_policy_" + std::to_string(k + 1));
+    for (const std::string& f : list_files(op, "kd_", ".parquet")) remove_files({path_join(op, f)});
+    BK_TRY(ensure_server(cx));
+    ProcessEnv env = r.env;
+    r.env["TEACHER_BASE_URL"] = cx.server_url;
+    BK_TRY(run(r, {"collect", "--source", "on_policy", "--student", checkpoint_find_latest(ckpt_dir), "--api",
+                   "completions", "--prompts", cx.train_jsonl, "--max-prompts", std::to_string(cx.plan.kd_prompts),
+                   "--max-tokens", std::to_string(cx.plan.kd_tokens), "--concurrency",
+                   std::to_string(cx.plan.concurrency), "--tokenizer", cx.student_tok, "--out", op, "--stats",
+                   path_join(r.dir, "collect_on_policy_" + std::to_string(k + 1) + "_stats.json")}));
+    r.env = env;
+    stop_server(cx);
+    mix += "," + op;
+  }
+  return ok_status();
+}
+
+// With --resume, a run whose training finished (its newest checkpoint is at
+// the last step) is evaluated again without training, provided its recorded
+// inputs (inputs.json: the train command, seed, rounds and the fingerprint of
+// the traces it read) equal this run's. A run with no record (written by an
+// older bitkd) is trusted, as the flag asks, and gets one. Anything else trains from scratch.
+bool training_done(const std::string& ckpt_dir, long long steps, const ojson& inputs, const std::string& record) {
+  const std::vector<std::pair<long, std::string>> ck = checkpoint_list(ckpt_dir);
+  if (ck.empty() || ck.back().first != steps) return false;
+  ojson old;
+  if (!file_exists(record)) {
+    BK_LOG_WARN("experiment: %s has no inputs record (an older run); reusing its finished training as --resume asks",
+             ckpt_dir.c_str());
+    return true;
+  }
+  return read_json_file(record, &old) && old == inputs;
+}
+
+// One arm, one seed: train (unless --resume finds it trained), then eval on
+// the validation and held-out prompts.
+Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int on_policy_rounds, bool resume,
+               Run* out) {
   RunCtx r;
   r.cx = &cx;
   r.dir = path_join(path_join(path_join(cx.paths.root, "experiment"), a.name), "seed" + std::to_string(seed));
@@ -156,42 +210,23 @@ Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int o
   r.env = child_env(cx);
   r.env["SEED"] = std::to_string(seed);
   const std::string ckpt_dir = path_join(r.dir, "checkpoints");
-  remove_files({path_join(ckpt_dir, "train_metrics.jsonl")});
-  for (const std::string& f : list_files(ckpt_dir, "mini_bitnet_step_", "")) remove_files({path_join(ckpt_dir, f)});
   const std::string data = traces_dir(cx, a.sources);
   double budget = 0;
   BK_TRY(flip_budget(cx, data, &budget));
-  if (!a.on_policy) {
-    BK_TRY(run(r, train_argv(cx, a, data, ckpt_dir, steps, steps, budget)));
-  } else {
-    // R rounds split the steps into R + 1 equal parts. After each part but the
-    // last, the student answers the KD prompts, the teacher scores those
-    // answers, and training resumes on the references plus every on-policy
-    // set so far (the schedule and the flip budget stay those of one run).
-    const int rounds = std::max(1, on_policy_rounds);
-    std::string mix = data;
-    for (int k = 0; k <= rounds; k++) {
-      const long long until = steps * (k + 1) / (rounds + 1);
-      // Stops at `until` on the whole run's schedule (the decay horizon is all steps).
-      std::vector<std::string> v = train_argv(cx, a, mix, ckpt_dir, until, steps, budget);
-      if (k > 0) v.push_back("--resume");
-      BK_TRY(run(r, v));
-      if (k == rounds) break;
-      const std::string op = path_join(r.dir, "on_policy_" + std::to_string(k + 1));
-      for (const std::string& f : list_files(op, "kd_", ".parquet")) remove_files({path_join(op, f)});
-      BK_TRY(ensure_server(cx));
-      ProcessEnv env = r.env;
-      r.env["TEACHER_BASE_URL"] = cx.server_url;
-      BK_TRY(run(r, {"collect", "--source", "on_policy", "--student", checkpoint_find_latest(ckpt_dir), "--api",
-                     "completions", "--prompts", cx.train_jsonl, "--max-prompts", std::to_string(cx.plan.kd_prompts),
-                     "--max-tokens", std::to_string(cx.plan.kd_tokens), "--concurrency",
-                     std::to_string(cx.plan.concurrency), "--tokenizer", cx.student_tok, "--out", op, "--stats",
-                     path_join(r.dir, "collect_on_policy_" + std::to_string(k + 1) + "_stats.json")}));
-      r.env = env;
-      stop_server(cx);
-      mix += "," + op;
-    }
+  ojson stamp;
+  read_json_file(path_join(cx.stamps_dir, "heldout.json"), &stamp);
+  const ojson inputs = {{"train", train_argv(cx, a, data, ckpt_dir, steps, steps, budget)},
+                        {"seed", seed},
+                        {"on_policy_rounds", a.on_policy ? on_policy_rounds : 0},
+                        {"traces_fingerprint", stamp.value("fingerprint", "")}};
+  const std::string record = path_join(r.dir, "inputs.json");
+  out->reused = resume && training_done(ckpt_dir, steps, inputs, record);
+  if (!out->reused) {
+    remove_files({record, path_join(ckpt_dir, "train_metrics.jsonl")});
+    for (const std::string& f : list_files(ckpt_dir, "mini_bitnet_step_", "")) remove_files({path_join(ckpt_dir, f)});
   }
+  if (!out->reused || !file_exists(record)) BK_TRY(write_file_atomic(record, inputs.dump(2) + "\n"));
+  if (!out->reused) BK_TRY(train_arm(r, a, data, ckpt_dir, steps, on_policy_rounds, budget));
   const std::string model = checkpoint_find_latest(ckpt_dir);
   const std::string val = path_join(r.dir, "val_report.json"), held = path_join(r.dir, "heldout_report.json");
   BK_TRY(run(r, eval_argv(cx, model, cx.val_jsonl, val_baseline(cx), val, false)));
@@ -262,11 +297,13 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
       const double t = now_seconds();
       printf("[experiment] %-20s seed %d ...", a->name, r.seed);
       fflush(stdout);
-      Status st = run_arm(cx, *a, r.seed, steps, o.on_policy_rounds, &r);
+      Status st = run_arm(cx, *a, r.seed, steps, o.on_policy_rounds, o.resume, &r);
       r.wall_s = now_seconds() - t;
       r.ok = st.ok();
       r.error = st.msg;
-      if (st.ok()) printf(" val %.3f, held-out %.3f (%s)\n", r.val, r.heldout, fmt_duration(r.wall_s).c_str());
+      if (st.ok())
+        printf(" val %.3f, held-out %.3f (%s%s)\n", r.val, r.heldout, fmt_duration(r.wall_s).c_str(),
+               r.reused ? ", training reused" : "");
       else printf(" FAILED: %s\n", st.msg.c_str());
       fflush(stdout);
       runs.push_back(r);
@@ -317,7 +354,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   for (const Run& r : runs)
     raw.push_back({{"arm", r.arm}, {"seed", r.seed}, {"ok", r.ok}, {"error", r.error}, {"val", r.val},
                    {"heldout", r.heldout}, {"heldout_json_validity", r.heldout_json}, {"agreement_top1", r.agreement},
-                   {"wall_s", r.wall_s}});
+                   {"training_reused", r.reused}, {"wall_s", r.wall_s}});
   j["arms"] = rows;
   j["runs"] = raw;
   j["wall_s"] = now_seconds() - t0;

@@ -31,6 +31,7 @@ struct ExperimentOptions {
   int seeds = 3;
   long long steps = 0;            // 0: the pipeline's TOTAL_STEPS preset
   int on_policy_rounds = 1;       // on-policy arms: collections from the student, evenly spaced
+  bool resume = false;            // reuse runs whose training finished with the same inputs (re-evaluated)
   std::string env_file;
 };
 

@@ -438,6 +438,24 @@ TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
   std::ifstream page_in(art + "/reports/report.html");
   std::string page((std::istreambuf_iterator<char>(page_in)), std::istreambuf_iterator<char>());
   EXPECT_NE(page.find("data-plot=\"ablation\""), std::string::npos);
+
+  // --resume after the fact: every run's training is reused and evaluated
+  // again to the same numbers; a different step count retrains.
+  rc = bk_test::run_command(base + "--arms ce_reference,kd_on_policy --seeds 2 --steps 40 --on-policy-rounds 2 --resume",
+                            &out);
+  ASSERT_EQ(rc, 0) << out;
+  json again = load(art + "/reports/ablation.json");
+  ASSERT_EQ(again["runs"].size(), 4u);
+  for (size_t i = 0; i < 4; i++) {
+    EXPECT_TRUE(again["runs"][i]["training_reused"].get<bool>()) << again["runs"][i];
+    EXPECT_EQ(again["runs"][i]["val"], abl["runs"][i]["val"]);
+    EXPECT_EQ(again["runs"][i]["heldout"], abl["runs"][i]["heldout"]);
+  }
+  rc = bk_test::run_command(base + "--arms ce_reference --seeds 1 --steps 30 --resume", &out);
+  ASSERT_EQ(rc, 0) << out;
+  again = load(art + "/reports/ablation.json");
+  EXPECT_FALSE(again["runs"][0]["training_reused"].get<bool>()) << again;
+  EXPECT_TRUE(exists(art + "/experiment/ce_reference/seed1/checkpoints/mini_bitnet_step_30.safetensors"));
 }
 
 }  // namespace
