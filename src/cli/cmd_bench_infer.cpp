@@ -16,6 +16,7 @@
 #include "core/timing.h"
 #include "kernels/cpu/ternary.h"
 #include "model/infer.h"
+#include "model/gguf_model.h"
 #include "model/infer_synthetic.h"
 #include "train/model_load.h"
 
@@ -68,6 +69,7 @@ json engine_json(const InferWeights* w, const Timing& t) {
               {"weight_bytes_by_component",
                {{"embeddings", b.embeddings}, {"norms", b.norms}, {"projections", b.projections}, {"head", b.head}}},
               {"projection_format", b.projection_format},
+              {"embedding_type", b.embedding_dtype},
               {"projection_bits_per_weight", b.projection_bits_per_weight}};
 }
 
@@ -82,17 +84,53 @@ static int run_bench_infer(Args& a) {
     return cli_fail(a, errorf("--prompt must be >= 1, --decode >= 0 and --reps >= 1"));
 
   std::string model_path = arg_str(a, "model");
+  const std::string embed = arg_str(a, "embed");
+  RowType embed_type = ROWS_F32;
+  if (embed != "auto") {
+    Status st = row_type_from_name(embed, &embed_type);
+    if (!st.ok()) return cli_fail(a, with_context(st, "--embed (or auto)"));
+  }
+  bool packed_only = false;
+  if (Status st = arg_bool(a, "packed-only", &packed_only); !st.ok()) return cli_fail(a, st);
   InferWeights* packed = nullptr;
   InferWeights* fp32 = nullptr;
   std::string packed_reason;
   ModelConfig cfg;
   int64_t params = 0;
-  {
+  if (packed_only && !model_path.empty() && file_is_gguf(model_path)) {
+    // The file's blocks straight into the packed layout: no float model.
+    GgufLoadInfo info;
+    Status st = gguf_load_packed(model_path, &packed, &info);
+    if (!st.ok()) return cli_fail(a, st);
+    if (embed != "auto" && embed_type != info.embed_type)
+      BK_LOG_WARN("--embed %s ignored: a GGUF loaded straight into the packed engine keeps its own type (%s)",
+                  embed.c_str(), row_type_name(info.embed_type));
+    cfg = infer_weights_config(packed);
+    InferWeightBytes b;
+    infer_weights_bytes_by_component(packed, &b);
+    params = b.embedding_params + b.norm_params + b.projection_params + b.head_params;
+  } else if (packed_only && model_path.empty()) {
+    // Random weights generated straight into the packed layout: no float
+    // model, so shapes whose fp32 copy would not fit (7B) can be timed.
+    SyntheticWeightsOptions so;
+    Status st = model_config_from_args(a, 32000, (int)(prompt + decode), &so.cfg);
+    if (!st.ok()) return cli_fail(a, st);
+    so.seed = (uint64_t)seed;
+    so.embed_type = embed == "auto" ? ROWS_BF16 : embed_type;
+    st = infer_weights_create_synthetic(so, &packed);
+    if (!st.ok()) return cli_fail(a, st);
+    cfg = so.cfg;
+    InferWeightBytes b;
+    infer_weights_bytes_by_component(packed, &b);
+    params = b.embedding_params + b.norm_params + b.projection_params + b.head_params;
+  } else {
     Model m;
     Status st;
     if (!model_path.empty()) {
-      st = model_load_any(model_path, &m, nullptr);
+      ModelSource src;
+      st = model_load_any(model_path, &m, &src);
       if (!st.ok()) return cli_fail(a, st);
+      if (embed == "auto") embed_type = src.embed_type;
     } else {
       ModelConfig c;
       st = model_config_from_args(a, 32000, (int)(prompt + decode), &c);
@@ -105,10 +143,13 @@ static int run_bench_infer(Args& a) {
     if (prompt + decode > cfg.max_seq_len)
       BK_LOG_WARN("--prompt + --decode = %lld exceeds the model's max_seq_len %d (timed anyway)", prompt + decode,
                   cfg.max_seq_len);
-    st = infer_weights_create(&m, INFER_FLOAT, &fp32);
-    if (!st.ok()) return cli_fail(a, st);
-    st = infer_weights_create(&m, INFER_PACKED, &packed);
+    if (!packed_only) {
+      st = infer_weights_create(&m, INFER_FLOAT, &fp32);
+      if (!st.ok()) return cli_fail(a, st);
+    }
+    st = infer_weights_create(&m, INFER_PACKED, &packed, embed_type);
     if (!st.ok()) {
+      if (packed_only) return cli_fail(a, st);
       packed = nullptr;
       packed_reason = st.msg;
       BK_LOG_WARN("no packed engine for this model: %s", st.msg.c_str());
@@ -128,7 +169,8 @@ static int run_bench_infer(Args& a) {
   rng_seed(&r, (uint64_t)seed + 99);
   for (int32_t& x : toks) x = (int32_t)rng_below(&r, (uint64_t)cfg.vocab_size);
   InferSession *sp = nullptr, *sf = nullptr;
-  Status st = infer_session_create(fp32, ctx, &sf);
+  Status st;
+  if (fp32) st = infer_session_create(fp32, ctx, &sf);
   if (!st.ok()) return cli_fail(a, st);
   if (packed) {
     st = infer_session_create(packed, ctx, &sp);
@@ -139,13 +181,13 @@ static int run_bench_infer(Args& a) {
   // engines see the same machine load.
   Timing warm;
   if (sp) st = time_once(sp, toks, (int)prompt, (int)std::min<long long>(decode, 4), &warm);
-  if (st.ok()) st = time_once(sf, toks, (int)prompt, (int)std::min<long long>(decode, 4), &warm);
+  if (st.ok() && sf) st = time_once(sf, toks, (int)prompt, (int)std::min<long long>(decode, 4), &warm);
   for (long long i = 0; i < reps && st.ok(); i++) {
     if (sp) st = time_once(sp, toks, (int)prompt, (int)decode, &tp);
-    if (st.ok()) st = time_once(sf, toks, (int)prompt, (int)decode, &tf);
+    if (st.ok() && sf) st = time_once(sf, toks, (int)prompt, (int)decode, &tf);
   }
   if (sp) infer_session_destroy(sp);
-  infer_session_destroy(sf);
+  if (sf) infer_session_destroy(sf);
   if (!st.ok()) return cli_fail(a, st);
 
   json j;
@@ -159,11 +201,20 @@ static int run_bench_infer(Args& a) {
   j["prompt_tokens"] = prompt;
   j["decode_tokens"] = decode;
   j["reps"] = reps;
-  j["fp32"] = engine_json(fp32, tf);
-  j["fp32"]["engine"] = cfg.weight_quant == WQ_TERNARY ? "fp32 weights, fake-quant activations (unpacked)" : "fp32";
+  j["fp32"] = nullptr;  // --packed-only
+  if (fp32) {
+    j["fp32"] = engine_json(fp32, tf);
+    j["fp32"]["engine"] = cfg.weight_quant == WQ_TERNARY ? "fp32 weights, fake-quant activations (unpacked)" : "fp32";
+  }
+  j["packed"] = nullptr;
+  j["ratios"] = nullptr;
   if (packed) {
     j["packed"] = engine_json(packed, tp);
     j["packed"]["engine"] = std::string("packed ternary, int") + std::to_string(cfg.act_bits) + " activations";
+  } else {
+    j["packed_reason"] = packed_reason;
+  }
+  if (packed && fp32) {
     const double pd = j["packed"]["decode_tokens_per_s"], fd = j["fp32"]["decode_tokens_per_s"];
     const double pp = j["packed"]["prefill_tokens_per_s"], fp = j["fp32"]["prefill_tokens_per_s"];
     j["ratios"] = {{"decode_packed_over_fp32", fd > 0 ? json(pd / fd) : json(nullptr)},
@@ -171,10 +222,6 @@ static int run_bench_infer(Args& a) {
                    {"weight_bytes_fp32_over_packed",
                     (double)infer_weights_bytes(fp32) / std::max<size_t>(1, infer_weights_bytes(packed))}};
     j["top1_after_prefill_equal"] = tp.top1 == tf.top1;
-  } else {
-    j["packed"] = nullptr;
-    j["packed_reason"] = packed_reason;
-    j["ratios"] = nullptr;
   }
   j["note"] = "median of --reps interleaved runs (packed, then fp32, each rep); decode = single-token forwards with "
               "a KV cache after a --prompt-token prefill, no sampling";
@@ -196,7 +243,8 @@ const Command& command_bench_infer() {
         "Times one model (--model: .safetensors/.gguf, else random weights of the given shape) through the\n"
         "packed engine (2-bit ternary weights, integer kernels) and the fp32 engine (unpacked weights), in\n"
         "interleaved repetitions. Prints one JSON object: machine, threads, config, packed.* and fp32.*\n"
-        "(prefill_tokens_per_s, decode_tokens_per_s, weight_bytes) and their ratios.",
+        "(prefill_tokens_per_s, decode_tokens_per_s, weight_bytes) and their ratios. --packed-only times the\n"
+        "packed engine alone.",
         model_flags_bench(),
         run_bench_infer,
     };
@@ -205,6 +253,13 @@ const Command& command_bench_infer() {
     cmd.flags.push_back({"decode", nullptr, "64", "Decode steps after the prefill"});
     cmd.flags.push_back({"reps", nullptr, "3", "Repetitions per engine (median reported)"});
     cmd.flags.push_back({"out", nullptr, "", "Also write the JSON here"});
+    cmd.flags.push_back({"embed", nullptr, "auto",
+                         "Packed engine's embedding/head type: f32, f16, bf16, q8_0, or auto (a GGUF's own type; f32 "
+                         "for checkpoints and random weights, bf16 with --packed-only)"});
+    cmd.flags.push_back({"packed-only", nullptr, "",
+                         "Time the packed engine alone, with no float model: a .gguf's TQ2_0 blocks are copied "
+                         "straight into the packed layout, random weights generated into it, so 7B shapes fit",
+                         true});
     return cmd;
   }();
   return c;

@@ -18,7 +18,8 @@ static Status dryrun_request_from_args(const Args& a, DryRunRequest* r) {
     int* dst;
   } ints[] = {{"dim", &r->dim},          {"layers", &r->n_layers},         {"heads", &r->n_heads},
               {"head-dim", &r->head_dim}, {"seq", &r->seq_len},             {"batch", &r->batch},
-              {"bits-start", &r->act_bits_start}, {"bits-after", &r->act_bits_after}, {"ffn", &r->ffn_dim}};
+              {"bits-start", &r->act_bits_start}, {"bits-after", &r->act_bits_after}, {"ffn", &r->ffn_dim},
+              {"decode", &r->decode_tokens}};
   for (auto& e : ints) {
     BK_TRY(arg_int(a, e.flag, &v));
     if (v < -1000000000LL || v > 1000000000LL) return errorf("--%s %lld is out of range", e.flag, v);
@@ -33,6 +34,8 @@ static Status dryrun_request_from_args(const Args& a, DryRunRequest* r) {
   if (layout == "i2") r->layout = TERNARY_I2;
   else if (layout == "t1") r->layout = TERNARY_T1;
   else return errorf("--layout %s: use i2 (2 bits/weight) or t1 (1.6 bits/weight)", layout.c_str());
+  BK_TRY(with_context(row_type_from_name(arg_str(a, "embed"), &r->embed_type), "--embed"));
+  if (r->decode_tokens < 0) return errorf("--decode %d: use 0 (no decode) or more", r->decode_tokens);
   BK_TRY(arg_bool(a, "tie", &r->tie_embeddings));
   BK_TRY(arg_int(a, "SEED", &v));
   r->seed = (uint64_t)v;
@@ -82,8 +85,10 @@ static int run_dryrun(Args& a) {
          res.bytes.total / 1e9, res.bytes.projection_format.c_str(), res.bytes.projection_bits_per_weight,
          res.weight_gen_s);
   for (const DryRunForward& f : res.runs)
-    printf("  %s: %.2f s for [%d, %d] tokens (%.1f tok/s), RSS after %.2f GiB, peak %.2f GiB\n", f.name.c_str(),
-           f.time_s, req.batch, req.seq_len, f.tokens_per_s, f.rss_after_bytes / GiB, f.peak_rss_bytes / GiB);
+    printf("  %s: %.2f s for [%d, %d] tokens (%.1f tok/s), then decode %.2f tok/s over %d tokens; RSS after %.2f "
+           "GiB, peak %.2f GiB\n",
+           f.name.c_str(), f.time_s, req.batch, req.seq_len, f.tokens_per_s, f.decode_tokens_per_s, f.decode_tokens,
+           f.rss_after_bytes / GiB, f.peak_rss_bytes / GiB);
   printf("  A%d vs A%d: top-1 agreement %.3f, logit cosine mean %.4f (min %.4f); peak RSS %.2f GiB (fp16 weights "
          "alone: %.2f GiB)\nwrote %s\n",
          req.act_bits_start, req.act_bits_after, res.top1_agreement, res.cosine_mean, res.cosine_min,
@@ -95,10 +100,11 @@ const Command& command_dryrun() {
   static const Command c = {
       "dryrun",
       "Forward-only memory test of the 7B config with synthetic packed ternary weights -> reports/dryrun_7b.json",
-      "Generates deterministic ternary weights straight into the packed layout (no float copy), bf16\n"
-      "embedding and head, then runs DRYRUN_SEQ_LEN tokens per batch row through the packed engine with\n"
-      "DRYRUN_ACT_BITS_START and again with DRYRUN_ACT_BITS_AFTER activations. Reports parameter count,\n"
-      "bytes per component, bits per weight, peak RSS, forward times and A8/A4 agreement.",
+      "Generates deterministic ternary weights straight into the packed layout (no float copy), a q8_0\n"
+      "embedding and head (--embed), then runs DRYRUN_SEQ_LEN tokens per batch row through the packed engine with\n"
+      "DRYRUN_ACT_BITS_START and again with DRYRUN_ACT_BITS_AFTER activations, each followed by --decode\n"
+      "single-token steps. Reports parameter count, bytes per component, bits per weight, peak RSS,\n"
+      "prefill and decode speed and A8/A4 agreement.",
       {
           {"preset", "DRYRUN_PRESET", nullptr, "poc (ffn 4*dim) or llama2-7b (ffn 11008 at dim 4096)"},
           {"dim", "DRYRUN_DIM", nullptr, "Hidden size"},
@@ -113,7 +119,9 @@ const Command& command_dryrun() {
           {"bits-after", "DRYRUN_ACT_BITS_AFTER", nullptr, "Activation bits of the second forward (8 or 4)"},
           {"a4-scope", "A4_SCOPE", nullptr, "hybrid or all (which projections get 4-bit inputs)"},
           {"ffn", nullptr, "0", "FFN width (0: from the preset)"},
+          {"decode", nullptr, "16", "Single-token decode steps timed after each forward (0: none)"},
           {"layout", nullptr, "i2", "Packed layout: i2 (2 bits/weight) or t1 (1.6 bits/weight)"},
+          {"embed", nullptr, "q8_0", "Embedding and head rows: q8_0 (8.5 bits, as llama.cpp's Q8_0), bf16, f16 or f32"},
           {"tie", nullptr, "0", "Tie the LM head to the embedding", true},
           {"out", nullptr, "", "Report path (default REPORTS_DIR/dryrun_7b.json)"},
       },

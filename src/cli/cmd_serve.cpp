@@ -92,7 +92,7 @@ static int run_serve(Args& a) {
     if (backend == "packed" ||
         (backend == "auto" && m.cfg.weight_quant == WQ_TERNARY && (m.cfg.act_bits == 8 || m.cfg.act_bits == 4)))
       be = INFER_PACKED;
-    st = infer_weights_create(&m, be, &weights);
+    st = infer_weights_create(&m, be, &weights, src.embed_type);
     if (!st.ok()) return cli_fail(a, with_context(st, model_path));
     BK_LOG_INFO("serve: loaded %s (%zu parameters, %s, act_bits %d, %s backend)", model_path.c_str(),
                 model_num_params(m), weight_quant_name(m.cfg.weight_quant), m.cfg.act_bits,

@@ -97,7 +97,7 @@ Status forward_all(InferWeights* w, const DryRunRequest& req, int bits, std::vec
   const ModelConfig& c = infer_weights_config(w);
   BK_TRY(infer_weights_set_act_bits(w, bits, req.a4_scope));
   InferSession* s = nullptr;
-  BK_TRY(infer_session_create(w, req.seq_len, &s));
+  BK_TRY(infer_session_create(w, req.seq_len + std::max(0, req.decode_tokens), &s));
   std::unique_ptr<InferSession, void (*)(InferSession*)> guard(s, infer_session_destroy);
   const size_t per_row = (size_t)req.seq_len * c.vocab_size;
   logits->assign(per_row * req.batch, 0.0f);
@@ -118,6 +118,15 @@ Status forward_all(InferWeights* w, const DryRunRequest& req, int bits, std::vec
   run->cpu_s = process_cpu_seconds() - c0;
   run->act_bits = bits;
   run->tokens_per_s = run->time_s > 0 ? (double)req.seq_len * req.batch / run->time_s : 0;
+  // Decode after the last row: what a user waits for per generated token.
+  if (req.decode_tokens > 0) {
+    std::vector<int32_t> next = dryrun_tokens(req.seed, req.batch, req.decode_tokens, c.vocab_size);
+    const double d0 = now_seconds();
+    for (int i = 0; i < req.decode_tokens; i++) BK_TRY(infer_session_eval(s, &next[i], 1));
+    run->decode_tokens = req.decode_tokens;
+    run->decode_s = now_seconds() - d0;
+    run->decode_tokens_per_s = run->decode_s > 0 ? req.decode_tokens / run->decode_s : 0;
+  }
   run->rss_after_bytes = current_rss_bytes();
   run->peak_rss_bytes = peak_rss_bytes();
   double ss = 0;
@@ -144,6 +153,7 @@ Status dryrun_run(const DryRunRequest& req, DryRunResult* out) {
   SyntheticWeightsOptions so;
   so.cfg = c;
   so.layout = req.layout;
+  so.embed_type = req.embed_type;
   so.seed = req.seed;
   InferWeights* w = nullptr;
   BK_LOG_INFO("dryrun: generating %.2fB synthetic parameters into the packed layout", out->params / 1e9);
@@ -211,6 +221,7 @@ std::string dryrun_report_json(const DryRunRequest& req, const DryRunResult& res
   rq["vocab_size"] = req.vocab;
   rq["seq_len"] = req.seq_len;
   rq["batch_size"] = req.batch;
+  rq["decode_tokens"] = req.decode_tokens;
   rq["act_bits_start"] = req.act_bits_start;
   rq["act_bits_after"] = req.act_bits_after;
   rq["allow_downgrade"] = req.allow_downgrade;
@@ -227,7 +238,8 @@ std::string dryrun_report_json(const DryRunRequest& req, const DryRunResult& res
   cu["weight_layout"] = res.bytes.projection_format;
   cu["embedding_dtype"] = res.bytes.embedding_dtype;
   cu["weights"] = "synthetic, seed " + std::to_string(req.seed) +
-                  ": ternary codes drawn per row straight into the packed layout (P(0) = 1/2), bf16 embedding/head";
+                  ": ternary codes drawn per row straight into the packed layout (P(0) = 1/2), " +
+                  row_type_name(req.embed_type) + " embedding/head";
   cu["device"] = "cpu";
   cu["threads"] = res.threads;
   cu["kernels"] = res.kernels;
@@ -274,6 +286,10 @@ std::string dryrun_report_json(const DryRunRequest& req, const DryRunResult& res
     e["warmup_s"] = r.warmup_s;
     e["cpu_s"] = r.cpu_s;
     e["shape"] = {req.batch, req.seq_len, c.vocab_size};
+    e["decode"] = {{"tokens", r.decode_tokens},
+                   {"time_s", r.decode_s},
+                   {"tokens_per_s", r.decode_tokens_per_s},
+                   {"note", "single-token steps with the KV cache after the last row's prefill"}};
     json m;
     m["after_gb"] = r.rss_after_bytes / GB;
     m["peak_gb"] = r.peak_rss_bytes / GB;

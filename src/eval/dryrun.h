@@ -3,8 +3,9 @@
 // large BitNet config with deterministic synthetic weights generated straight
 // into the packed layout (model/infer_synthetic.h), run through the packed
 // inference engine twice: at the start activation bits (A8) and after the
-// flip (A4). Reports parameters, bytes per component, bits per weight, peak
-// RSS, forward times and the A8/A4 agreement (top-1, cosine of logits).
+// flip (A4), each followed by a timed decode of single tokens. Reports
+// parameters, bytes per component, bits per weight, peak RSS, forward and
+// decode times and the A8/A4 agreement (top-1, cosine of logits).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,9 +25,11 @@ struct DryRunRequest {
   int vocab = 32000;
   std::string vocab_source = "default 32000";
   int seq_len = 64, batch = 1;
+  int decode_tokens = 16;      // single-token steps after the last row's prefill (KV cache); 0: none
   int act_bits_start = 8, act_bits_after = 4;
   A4Scope a4_scope = A4_HYBRID;
   TernaryType layout = TERNARY_I2;
+  RowType embed_type = ROWS_Q8_0;  // embedding and head rows (rows.h)
   bool tie_embeddings = false;  // Llama: untied head
   uint64_t seed = 1234;
   // Accepted for compatibility with the PoC, reported, no effect on CPU.
@@ -49,6 +52,10 @@ struct DryRunForward {
   int64_t peak_rss_bytes = 0;   // VmHWM right after
   double logit_rms = 0;         // sanity: finite, non-degenerate logits
   bool finite = true;
+  // Decode: decode_tokens single-token steps after the last row's prefill,
+  // each appended to the KV cache (fixed tokens; not in time_s).
+  int decode_tokens = 0;
+  double decode_s = 0, decode_tokens_per_s = 0;
 };
 
 struct DryRunResult {

@@ -62,7 +62,7 @@ Status evaluate_student(const EvaluateOptions& o, EvalReport* rep_out) {
       BK_TRY(with_context(tokenizer_load(tp, &tok), "loading tokenizer " + tp));
       rep.tokenizer_path = tp;
     }
-    BK_TRY(with_context(infer_weights_create(&m, be, &guard.w),
+    BK_TRY(with_context(infer_weights_create(&m, be, &guard.w, src.embed_type),
                         o.model_path + (be == INFER_PACKED ? " (pass --backend float for a float model)" : "")));
     rep.model_config_json = model_config_to_json(m.cfg);
     rep.model_params = (int64_t)model_num_params(m);

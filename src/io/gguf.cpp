@@ -1,6 +1,11 @@
 // GGUF reader/writer; see gguf.h for the layout.
 #include "io/gguf.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -23,7 +28,7 @@ struct Cursor {
   uint64_t pos = 0;
   std::string what;  // what is being read, for truncation messages
 
-  Cursor(const std::string& n, const std::string& b) : name(n), p((const uint8_t*)b.data()), size(b.size()) {}
+  Cursor(const std::string& n, const uint8_t* b, uint64_t sz) : name(n), p(b), size(sz) {}
 
   Status need(uint64_t n) const {
     if (n > size - pos)
@@ -346,16 +351,15 @@ static Status read_value(Cursor* c, GgufType type, const std::string& key, GgufV
   return ok_status();
 }
 
-Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out) {
-  *out = GgufFile();
-  out->path = name;
-  out->bytes = std::move(bytes);
-  Cursor c(name, out->bytes);
+// Parses out's file (bytes or mapping, out->size bytes).
+static Status parse_file(const std::string& name, GgufFile* out) {
+  const uint8_t* data = gguf_file_data(*out);
+  Cursor c(name, data, out->size);
   c.what = "the header";
-  if (out->bytes.size() < 4 || memcmp(out->bytes.data(), "GGUF", 4) != 0) {
+  if (out->size < 4 || memcmp(data, "GGUF", 4) != 0) {
     std::string got;
-    for (size_t i = 0; i < 4 && i < out->bytes.size(); i++) {
-      unsigned char ch = out->bytes[i];
+    for (size_t i = 0; i < 4 && i < out->size; i++) {
+      unsigned char ch = data[i];
       char buf[8];
       snprintf(buf, sizeof buf, ch >= 32 && ch < 127 ? "%c" : "\\x%02x", ch);
       got += buf;
@@ -373,11 +377,11 @@ Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out) {
   BK_TRY(c.get(&n_tensors));
   BK_TRY(c.get(&n_kv));
   // Every kv needs >= 12 bytes and every tensor info >= 24: reject absurd counts early.
-  if (n_kv > out->bytes.size() / 12 || n_tensors > out->bytes.size() / 24)
+  if (n_kv > out->size / 12 || n_tensors > out->size / 24)
     return errorf("%s: truncated or corrupt GGUF file: the header claims %llu tensors and %llu metadata keys, more "
                   "than a %llu-byte file can hold",
                   name.c_str(), (unsigned long long)n_tensors, (unsigned long long)n_kv,
-                  (unsigned long long)out->bytes.size());
+                  (unsigned long long)out->size);
 
   std::set<std::string> keys;
   out->kv.resize(n_kv);
@@ -441,21 +445,21 @@ Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out) {
                     name.c_str(), t.name.c_str(), ggml_type_name(t.type), (long long)t.ne[0],
                     (long long)ggml_block_size(t.type));
     uint64_t blocks = numel / (uint64_t)ggml_block_size(t.type);
-    if (blocks > out->bytes.size())  // also keeps blocks * type size from overflowing
+    if (blocks > out->size)  // also keeps blocks * type size from overflowing
       return errorf("%s: truncated or corrupt GGUF file: tensor '%s' has %llu elements, more than the %llu-byte file "
                     "can hold",
-                    name.c_str(), t.name.c_str(), (unsigned long long)numel, (unsigned long long)out->bytes.size());
+                    name.c_str(), t.name.c_str(), (unsigned long long)numel, (unsigned long long)out->size);
     t.nbytes = blocks * (uint64_t)ggml_type_size(t.type);
   }
   out->data_start = align_up(c.pos, out->alignment);
-  if (out->data_start > out->bytes.size() && n_tensors > 0)
+  if (out->data_start > out->size && n_tensors > 0)
     return errorf("%s: truncated GGUF file: the tensor data section would start at byte %llu, past the end (%llu bytes)",
-                  name.c_str(), (unsigned long long)out->data_start, (unsigned long long)out->bytes.size());
+                  name.c_str(), (unsigned long long)out->data_start, (unsigned long long)out->size);
   for (const GgufTensorInfo& t : out->tensors) {
     if (t.offset % out->alignment != 0)
       return errorf("%s: tensor '%s' data offset %llu is not a multiple of the alignment %u", name.c_str(),
                     t.name.c_str(), (unsigned long long)t.offset, out->alignment);
-    uint64_t avail = out->bytes.size() - out->data_start;
+    uint64_t avail = out->size - out->data_start;
     if (t.offset > avail || t.nbytes > avail - t.offset)
       return errorf("%s: truncated GGUF file: tensor '%s' needs bytes %llu..%llu of the data section, which has %llu",
                     name.c_str(), t.name.c_str(), (unsigned long long)t.offset,
@@ -464,11 +468,51 @@ Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out) {
   return ok_status();
 }
 
+Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out) {
+  *out = GgufFile();
+  out->path = name;
+  out->bytes = std::move(bytes);
+  out->size = out->bytes.size();
+  return parse_file(name, out);
+}
+
 Status gguf_read(const std::string& path, GgufFile* out) {
   std::string bytes;
   Status st = read_file(path, &bytes);
   if (!st.ok()) return errorf("%s: cannot read GGUF file: %s", path.c_str(), st.msg.c_str());
   return gguf_parse(std::move(bytes), path, out);
+}
+
+Status gguf_map(const std::string& path, GgufFile* out) {
+  *out = GgufFile();
+  out->path = path;
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return errorf("%s: cannot open GGUF file: %s", path.c_str(), strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+    close(fd);
+    return errorf("%s: cannot map GGUF file: %s", path.c_str(), sb.st_size <= 0 ? "empty file" : strerror(errno));
+  }
+  void* addr = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (addr == MAP_FAILED) return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(errno));
+  const size_t len = (size_t)sb.st_size;
+  out->mapping = std::shared_ptr<void>(addr, [len](void* p) { munmap(p, len); });
+  out->size = len;
+  return parse_file(path, out);
+}
+
+const uint8_t* gguf_file_data(const GgufFile& f) {
+  return f.mapping ? (const uint8_t*)f.mapping.get() : (const uint8_t*)f.bytes.data();
+}
+
+void gguf_release_tensor(const GgufFile& f, const GgufTensorInfo& t) {
+  if (!f.mapping) return;
+  // Whole pages inside the tensor only; they are read again from the file if touched.
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t begin = (uintptr_t)gguf_tensor_data(f, t), end = begin + t.nbytes;
+  const uintptr_t b = (begin + page - 1) / page * page, e = end / page * page;
+  if (e > b) madvise((void*)b, e - b, MADV_DONTNEED);
 }
 
 const GgufKv* gguf_find_kv(const GgufFile& f, const std::string& key) {
@@ -484,7 +528,7 @@ const GgufTensorInfo* gguf_find_tensor(const GgufFile& f, const std::string& nam
 }
 
 const uint8_t* gguf_tensor_data(const GgufFile& f, const GgufTensorInfo& t) {
-  return (const uint8_t*)f.bytes.data() + f.data_start + t.offset;
+  return gguf_file_data(f) + f.data_start + t.offset;
 }
 
 static Status missing(const GgufFile& f, const std::string& key, bool required, bool* found) {

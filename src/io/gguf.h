@@ -28,6 +28,7 @@
 //   Weight value = (code - 1) * d.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -114,10 +115,12 @@ struct GgufTensorInfo {
   int64_t numel() const;
 };
 
-// A whole file in memory.
+// A GGUF file, read into memory (gguf_read) or mapped read-only (gguf_map).
 struct GgufFile {
   std::string path;  // for messages
-  std::string bytes;
+  std::string bytes;              // gguf_read: the whole file
+  std::shared_ptr<void> mapping;  // gguf_map: the mapping (unmapped with the last copy)
+  uint64_t size = 0;              // file bytes
   uint32_t version = 3;
   uint32_t alignment = kGgufDefaultAlignment;
   uint64_t data_start = 0;
@@ -131,6 +134,14 @@ struct GgufFile {
 // data misaligned or past the end of the file.
 Status gguf_read(const std::string& path, GgufFile* out);
 Status gguf_parse(std::string bytes, const std::string& name, GgufFile* out);
+// Maps the file instead of reading it: tensor data is paged in when read, so a
+// loader that copies tensor by tensor and releases each one
+// (gguf_release_tensor) holds about one tensor of the file at a time.
+Status gguf_map(const std::string& path, GgufFile* out);
+const uint8_t* gguf_file_data(const GgufFile& f);
+// Mapped files: drops the tensor's pages from this process's memory (they are
+// read again from the file if touched). A no-op for files read into memory.
+void gguf_release_tensor(const GgufFile& f, const GgufTensorInfo& t);
 
 const GgufKv* gguf_find_kv(const GgufFile& f, const std::string& key);
 const GgufTensorInfo* gguf_find_tensor(const GgufFile& f, const std::string& name);

@@ -4,11 +4,13 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/half.h"
 #include "core/version.h"
 #include "kernels/cpu/kernels.h"
+#include "model/infer_impl.h"
 #include "tokenizer/spm_model.h"
 
 namespace bk {
@@ -486,9 +488,9 @@ Status load_ternary(const GgufFile& f, const std::string& base_name, const std::
   return ok_status();
 }
 
-}  // namespace
-
-Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
+// The model config and what else the metadata says (name, training record,
+// embedding type, warnings); tensors are not read.
+Status config_from_file(const GgufFile& f, ModelConfig* out, GgufLoadInfo* info) {
   *info = GgufLoadInfo();
   BK_TRY(gguf_get_str(f, "general.architecture", &info->arch, true));
   const std::string a = info->arch;
@@ -547,9 +549,78 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
   if (!emb || emb->ne.size() != 2)
     return errorf("%s: tensor 'token_embd.weight' is missing or not 2-D", f.path.c_str());
   c.vocab_size = (int)emb->ne[1];
+  info->embed_type = emb->type == GGML_TYPE_F16    ? ROWS_F16
+                     : emb->type == GGML_TYPE_BF16 ? ROWS_BF16
+                     : emb->type == GGML_TYPE_Q8_0 ? ROWS_Q8_0
+                                                   : ROWS_F32;
   c.tie_embeddings = gguf_find_tensor(f, "output.weight") == nullptr;
   if (a == "bitnet" && !c.tie_embeddings)
     info->warnings.push_back("output.weight present in a bitnet file; llama.cpp's bitnet graph ignores it, bitkd uses it");
+  *out = c;
+  return ok_status();
+}
+
+// The tokenizer: the SentencePiece model bitkd embedded, else one rebuilt
+// from tokenizer.ggml.* (llama/SPM and t5/UGM vocabularies).
+Status tokenizer_from_file(const GgufFile& f, GgufLoadInfo* info) {
+  if (const GgufKv* kv = gguf_find_kv(f, "bitkd.tokenizer.sentencepiece_model")) {
+    if (kv->value.type == GGUF_TYPE_ARRAY && kv->value.arr_type == GGUF_TYPE_UINT8) {
+      info->tokenizer_model.resize(kv->value.arr_int.size());
+      for (size_t i = 0; i < kv->value.arr_int.size(); i++) info->tokenizer_model[i] = (char)kv->value.arr_int[i];
+    }
+  }
+  std::string tok_model;
+  if (info->tokenizer_model.empty() && gguf_get_str(f, "tokenizer.ggml.model", &tok_model, false).ok() &&
+      (tok_model == "llama" || tok_model == "t5")) {
+    const GgufKv* toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
+    const GgufKv* scores = gguf_find_kv(f, "tokenizer.ggml.scores");
+    const GgufKv* types = gguf_find_kv(f, "tokenizer.ggml.token_type");
+    if (toks && toks->value.type == GGUF_TYPE_ARRAY && toks->value.arr_type == GGUF_TYPE_STRING) {
+      SpmVocab v;
+      // llama.cpp's SPM tokenizer is SentencePiece's BPE encoding, its UGM ("t5") the unigram one.
+      v.model_type = tok_model == "t5" ? 1 : 2;
+      v.pieces = toks->value.arr_str;
+      size_t n = v.pieces.size();
+      v.scores.assign(n, 0.0f);
+      v.types.assign(n, 1);
+      if (scores && scores->value.arr_f.size() == n)
+        for (size_t i = 0; i < n; i++) v.scores[i] = (float)scores->value.arr_f[i];
+      if (types && types->value.arr_int.size() == n)
+        for (size_t i = 0; i < n; i++) v.types[i] = (int32_t)(int64_t)types->value.arr_int[i];
+      for (int32_t t : v.types) v.byte_fallback = v.byte_fallback || t == 6;
+      int64_t id;
+      bool found;
+      if (gguf_get_int(f, "tokenizer.ggml.unknown_token_id", &id, false, &found).ok() && found) v.unk_id = (int)id;
+      if (gguf_get_int(f, "tokenizer.ggml.bos_token_id", &id, false, &found).ok() && found) v.bos_id = (int)id;
+      if (gguf_get_int(f, "tokenizer.ggml.eos_token_id", &id, false, &found).ok() && found) v.eos_id = (int)id;
+      if (gguf_get_int(f, "tokenizer.ggml.padding_token_id", &id, false, &found).ok() && found) v.pad_id = (int)id;
+      bool sp = tok_model == "llama";  // llama.cpp's defaults
+      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &sp, false));
+      v.add_dummy_prefix = sp;
+      bool rw = false;
+      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.remove_extra_whitespaces", &rw, false));
+      v.remove_extra_whitespaces = rw;
+      // llama.cpp's UGM puts a space before every word when it merges spaces: a dummy prefix.
+      if (tok_model == "t5" && rw) v.add_dummy_prefix = true;
+      v.normalizer_name = "identity";
+      if (const GgufKv* cm = gguf_find_kv(f, "tokenizer.ggml.precompiled_charsmap"))
+        if (cm->value.type == GGUF_TYPE_ARRAY && cm->value.arr_type == GGUF_TYPE_UINT8 && !cm->value.arr_int.empty()) {
+          v.precompiled_charsmap.assign(cm->value.arr_int.begin(), cm->value.arr_int.end());
+          v.normalizer_name = "charsmap";
+        }
+      info->tokenizer_model = spm_serialize_model(v);
+      info->tokenizer_rebuilt = true;
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
+  ModelConfig c;
+  BK_TRY(config_from_file(f, &c, info));
+  const std::string a = info->arch;
   BK_TRY(with_context(model_build_layout(m, c), f.path));
 
   // ---- tensors ----
@@ -612,63 +683,178 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
     }
   }
 
-  // ---- tokenizer ----
-  if (const GgufKv* kv = gguf_find_kv(f, "bitkd.tokenizer.sentencepiece_model")) {
-    if (kv->value.type == GGUF_TYPE_ARRAY && kv->value.arr_type == GGUF_TYPE_UINT8) {
-      info->tokenizer_model.resize(kv->value.arr_int.size());
-      for (size_t i = 0; i < kv->value.arr_int.size(); i++) info->tokenizer_model[i] = (char)kv->value.arr_int[i];
-    }
-  }
-  std::string tok_model;
-  if (info->tokenizer_model.empty() && gguf_get_str(f, "tokenizer.ggml.model", &tok_model, false).ok() &&
-      (tok_model == "llama" || tok_model == "t5")) {
-    const GgufKv* toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
-    const GgufKv* scores = gguf_find_kv(f, "tokenizer.ggml.scores");
-    const GgufKv* types = gguf_find_kv(f, "tokenizer.ggml.token_type");
-    if (toks && toks->value.type == GGUF_TYPE_ARRAY && toks->value.arr_type == GGUF_TYPE_STRING) {
-      SpmVocab v;
-      // llama.cpp's SPM tokenizer is SentencePiece's BPE encoding, its UGM ("t5") the unigram one.
-      v.model_type = tok_model == "t5" ? 1 : 2;
-      v.pieces = toks->value.arr_str;
-      size_t n = v.pieces.size();
-      v.scores.assign(n, 0.0f);
-      v.types.assign(n, 1);
-      if (scores && scores->value.arr_f.size() == n)
-        for (size_t i = 0; i < n; i++) v.scores[i] = (float)scores->value.arr_f[i];
-      if (types && types->value.arr_int.size() == n)
-        for (size_t i = 0; i < n; i++) v.types[i] = (int32_t)(int64_t)types->value.arr_int[i];
-      for (int32_t t : v.types) v.byte_fallback = v.byte_fallback || t == 6;
-      int64_t id;
-      bool found;
-      if (gguf_get_int(f, "tokenizer.ggml.unknown_token_id", &id, false, &found).ok() && found) v.unk_id = (int)id;
-      if (gguf_get_int(f, "tokenizer.ggml.bos_token_id", &id, false, &found).ok() && found) v.bos_id = (int)id;
-      if (gguf_get_int(f, "tokenizer.ggml.eos_token_id", &id, false, &found).ok() && found) v.eos_id = (int)id;
-      if (gguf_get_int(f, "tokenizer.ggml.padding_token_id", &id, false, &found).ok() && found) v.pad_id = (int)id;
-      bool sp = tok_model == "llama";  // llama.cpp's defaults
-      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &sp, false));
-      v.add_dummy_prefix = sp;
-      bool rw = false;
-      BK_TRY(gguf_get_bool(f, "tokenizer.ggml.remove_extra_whitespaces", &rw, false));
-      v.remove_extra_whitespaces = rw;
-      // llama.cpp's UGM puts a space before every word when it merges spaces: a dummy prefix.
-      if (tok_model == "t5" && rw) v.add_dummy_prefix = true;
-      v.normalizer_name = "identity";
-      if (const GgufKv* cm = gguf_find_kv(f, "tokenizer.ggml.precompiled_charsmap"))
-        if (cm->value.type == GGUF_TYPE_ARRAY && cm->value.arr_type == GGUF_TYPE_UINT8 && !cm->value.arr_int.empty()) {
-          v.precompiled_charsmap.assign(cm->value.arr_int.begin(), cm->value.arr_int.end());
-          v.normalizer_name = "charsmap";
-        }
-      info->tokenizer_model = spm_serialize_model(v);
-      info->tokenizer_rebuilt = true;
-    }
-  }
-  return ok_status();
+  return tokenizer_from_file(f, info);
 }
 
 Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info) {
   GgufFile f;
   BK_TRY(gguf_read(path, &f));
   return gguf_model_from_file(f, m, info);
+}
+
+// ---- straight into packed inference weights ---------------------------------------
+namespace {
+
+// A TQ2_0 projection [rows, cols] into an I2 matrix by copying each block's 64
+// bytes of codes (core/ternary_block.h: the same layout); gamma = the blocks'
+// one scale d times the tensor's .scale. permute_heads > 0 undoes llama's
+// q/k row permutation (rows are moved whole, so the codes are unchanged).
+Status packed_projection(const GgufFile& f, const std::string& name, const std::string& scale_name, int rows,
+                         int cols, int permute_heads, int head_dim, TernaryMatrix* out) {
+  const GgufTensorInfo* t = gguf_find_tensor(f, name);
+  if (!t) return errorf("%s: tensor '%s' is missing", f.path.c_str(), name.c_str());
+  if (!(t->ne.size() == 2 && t->ne[0] == cols && t->ne[1] == rows))
+    return errorf("%s: tensor '%s' has the wrong shape for this config (expected {%d, %d})", f.path.c_str(),
+                  name.c_str(), cols, rows);
+  if (t->type != GGML_TYPE_TQ2_0 || cols % kQK_K != 0)
+    return errorf("%s: tensor '%s' is %s with rows of %d; loading straight into the packed engine needs TQ2_0 "
+                  "(rows a multiple of 256): load it through the float path (bitkd serve/eval do) or convert it "
+                  "with llama-quantize --allow-requantize ... TQ2_0",
+                  f.path.c_str(), name.c_str(), ggml_type_name(t->type), cols);
+  const uint8_t* src = gguf_tensor_data(f, *t);
+  const int64_t bs = ggml_type_size(GGML_TYPE_TQ2_0), nb = cols / kQK_K;  // 66 bytes: 64 of codes, f16 d
+  uint16_t d0;
+  memcpy(&d0, src + 64, 2);
+  for (int64_t b = 1; b < (int64_t)rows * nb; b++)
+    if (memcmp(src + b * bs + 64, &d0, 2) != 0)
+      return errorf("%s: tensor '%s' has blocks with different scales; bitkd's packed engine keeps one scale per "
+                    "tensor: load it through the float path, which averages them and says so",
+                    f.path.c_str(), name.c_str());
+  float scale = 1.0f;
+  if (const GgufTensorInfo* st = gguf_find_tensor(f, scale_name)) {
+    if (st->numel() != 1)
+      return errorf("%s: scale tensor '%s' has %lld elements, expected 1", f.path.c_str(), scale_name.c_str(),
+                    (long long)st->numel());
+    BK_TRY(gguf_tensor_to_f32(f, *st, &scale, 1));
+  }
+  const float gamma = f16_to_f32(d0) * scale;
+  if (!(gamma > 0.0f) || !std::isfinite(gamma))
+    return errorf("%s: tensor '%s' has scale %g (block d times .scale); the packed engine needs a positive one",
+                  f.path.c_str(), name.c_str(), gamma);
+  out->type = TERNARY_I2;
+  out->rows = rows;
+  out->cols = cols;
+  out->cols_pad = ternary_cols_pad(TERNARY_I2, cols);
+  out->row_bytes = cols / 4;
+  out->gamma = gamma;
+  out->data.resize((size_t)rows * out->row_bytes);
+  const int half = head_dim / 2;
+  for (int r = 0; r < rows; r++) {
+    int from = r;  // the file's row for bitkd's row r
+    if (permute_heads > 0) {
+      const int h = r / head_dim, rem = r % head_dim;
+      from = h * head_dim + 2 * (rem % half) + rem / half;
+    }
+    const uint8_t* s = src + (int64_t)from * nb * bs;
+    uint8_t* d = out->data.data() + (size_t)r * out->row_bytes;
+    for (int64_t b = 0; b < nb; b++) memcpy(d + b * 64, s + b * bs, 64);
+  }
+  gguf_release_tensor(f, *t);
+  return ok_status();
+}
+
+// token_embd / output rows in the file's type where rows.h has it, else f32.
+Status packed_rows(const GgufFile& f, const std::string& name, int rows, int cols, RowMatrix* out) {
+  const GgufTensorInfo* t = gguf_find_tensor(f, name);
+  if (!t || !(t->ne.size() == 2 && t->ne[0] == cols && t->ne[1] == rows))
+    return errorf("%s: tensor '%s' is missing or not [%d, %d]", f.path.c_str(), name.c_str(), rows, cols);
+  const RowType type = t->type == GGML_TYPE_F32    ? ROWS_F32
+                       : t->type == GGML_TYPE_F16  ? ROWS_F16
+                       : t->type == GGML_TYPE_BF16 ? ROWS_BF16
+                       : t->type == GGML_TYPE_Q8_0 ? ROWS_Q8_0
+                                                   : (RowType)-1;
+  if (type == (RowType)-1) {
+    std::vector<float> v((size_t)rows * cols);
+    BK_TRY(gguf_tensor_to_f32(f, *t, v.data(), v.size()));
+    BK_TRY(rows_from_f32(ROWS_F32, v.data(), rows, cols, out));
+  } else {
+    BK_TRY(rows_alloc(type, rows, cols, out));
+    if (t->nbytes != out->data.size())
+      return errorf("%s: tensor '%s' has %llu bytes, expected %zu", f.path.c_str(), name.c_str(),
+                    (unsigned long long)t->nbytes, out->data.size());
+    memcpy(out->data.data(), gguf_tensor_data(f, *t), out->data.size());
+  }
+  gguf_release_tensor(f, *t);
+  return ok_status();
+}
+
+}  // namespace
+
+Status gguf_load_packed(const std::string& path, InferWeights** out, GgufLoadInfo* info) {
+  *out = nullptr;
+  GgufFile f;
+  BK_TRY(gguf_map(path, &f));
+  ModelConfig c;
+  BK_TRY(config_from_file(f, &c, info));
+  BK_TRY(with_context(model_config_validate(c), path));
+  if (c.weight_quant != WQ_TERNARY || (c.act_bits != 8 && c.act_bits != 4))
+    return errorf("%s: the packed engine runs ternary models with integer activations; this one is %s with "
+                  "act_bits %d (use the float backend)",
+                  path.c_str(), weight_quant_name(c.weight_quant), c.act_bits);
+  std::unique_ptr<InferWeights> w(new InferWeights());
+  w->cfg = c;
+  w->backend = INFER_PACKED;
+  projection_bits(c, &w->bits_qkv, &w->bits_o, &w->bits_gateup, &w->bits_down);
+  const int L = c.n_layers, D = c.dim, Q = c.n_heads * c.head_dim, K = c.n_kv_heads * c.head_dim, F = c.ffn_dim;
+  BK_TRY(packed_rows(f, "token_embd.weight", c.vocab_size, D, &w->embed_rows));
+  if (!c.tie_embeddings) BK_TRY(packed_rows(f, "output.weight", c.vocab_size, D, &w->head_rows));
+
+  // Norms in one fp32 buffer: final, then per layer attn, attn_sub, ffn, ffn_sub.
+  const size_t per_layer = (size_t)D + (c.subln ? Q : 0) + D + (c.subln ? F : 0);
+  w->f32.assign((size_t)D + per_layer * L, 0.0f);
+  auto norm = [&](const std::string& name, int len, float* dst) -> Status {
+    const GgufTensorInfo* t = gguf_find_tensor(f, name);
+    if (!t || t->numel() != len)
+      return errorf("%s: tensor '%s' is missing or does not have %d values", f.path.c_str(), name.c_str(), len);
+    return gguf_tensor_to_f32(f, *t, dst, (size_t)len);
+  };
+  BK_TRY(norm("output_norm.weight", D, w->f32.data()));
+  w->final_norm = w->f32.data();
+  w->layers.resize(L);
+  const bool llama = info->arch == "llama";
+  for (int l = 0; l < L; l++) {
+    InferLayer& ly = w->layers[l];
+    float* p = w->f32.data() + D + per_layer * l;
+    BK_TRY(norm(blk(l, "attn_norm", "weight"), D, p));
+    ly.attn_norm = p, p += D;
+    if (c.subln) {
+      BK_TRY(norm(blk(l, "attn_sub_norm", "weight"), Q, p));
+      ly.attn_sub_norm = p, p += Q;
+    }
+    BK_TRY(norm(blk(l, "ffn_norm", "weight"), D, p));
+    ly.ffn_norm = p, p += D;
+    if (c.subln) {
+      BK_TRY(norm(blk(l, "ffn_sub_norm", "weight"), F, p));
+      ly.ffn_sub_norm = p;
+    }
+    struct {
+      InferLinear* dst;
+      const char* gguf;
+      int rows, cols, permute_heads;
+      bool present;
+    } projs[] = {{&ly.wq, "attn_q", Q, D, llama ? c.n_heads : 0, true},
+                 {&ly.wk, "attn_k", K, D, llama ? c.n_kv_heads : 0, true},
+                 {&ly.wv, "attn_v", K, D, 0, true},
+                 {&ly.wo, "attn_output", D, Q, 0, true},
+                 {&ly.w_gate, "ffn_gate", F, D, 0, c.ffn_act == FFN_SWIGLU},
+                 {&ly.w_up, "ffn_up", F, D, 0, true},
+                 {&ly.w_down, "ffn_down", D, F, 0, true}};
+    for (auto& pr : projs) {
+      if (!pr.present) continue;
+      BK_TRY(packed_projection(f, blk(l, pr.gguf, "weight"), blk(l, pr.gguf, "scale"), pr.rows, pr.cols,
+                               pr.permute_heads, c.head_dim, &pr.dst->p));
+      pr.dst->out = pr.rows;
+      pr.dst->in = pr.cols;
+    }
+  }
+  w->bytes = w->f32.size() * sizeof(float) + rows_bytes(w->embed_rows) + rows_bytes(w->head_rows);
+  for (const InferLayer& ly : w->layers)
+    for (const InferLinear* lin : {&ly.wq, &ly.wk, &ly.wv, &ly.wo, &ly.w_gate, &ly.w_up, &ly.w_down})
+      if (lin->p.rows) w->bytes += (size_t)ternary_size(lin->p).bytes;
+  BK_TRY(tokenizer_from_file(f, info));
+  info->embed_type = w->embed_rows.type;
+  *out = w.release();
+  return ok_status();
 }
 
 }  // namespace bk

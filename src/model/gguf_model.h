@@ -40,6 +40,7 @@
 
 #include "core/status.h"
 #include "io/gguf.h"
+#include "kernels/cpu/rows.h"
 #include "model/model.h"
 
 namespace bk {
@@ -86,6 +87,9 @@ struct GgufLoadInfo {
   bool tokenizer_rebuilt = false;
   std::string training_json;          // bitkd.training ("" when absent)
   std::vector<std::string> warnings;  // e.g. per-block scales that differ
+  // token_embd's stored type where packed inference can keep it (f16, bf16,
+  // q8_0; anything else f32): infer_weights_create(..., embed_type).
+  RowType embed_type = ROWS_F32;
 };
 
 // Loads a .gguf into a bitkd Model (layout built from the metadata).
@@ -94,6 +98,17 @@ struct GgufLoadInfo {
 // loaded model's forward equals the exported one's.
 Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info);
 Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info);
+
+// Loads a ternary .gguf (TQ2_0 projections with one block scale per tensor,
+// as bitkd and llama-quantize write them) straight into packed inference
+// weights: each block's 2-bit codes are copied into I2 rows, token_embd (and
+// output) keep their type (rows.h), and no float copy of a projection is
+// made. The file is mapped and each tensor's pages released once copied, so
+// peak memory is about the packed weights (a 7B model fits in under 3 GiB).
+// Files that need the float path (other projection types, per-block scales
+// that differ) are refused with the tensor named.
+struct InferWeights;
+Status gguf_load_packed(const std::string& path, InferWeights** out, GgufLoadInfo* info);
 
 // Latent weights for codes [n] with absmean quantization giving exactly
 // gamma and the same codes (bitkd's quant_ternary rule). Exposed for tests.

@@ -64,7 +64,7 @@ static Status pack_linear(const float* w, int rows, int cols, InferLinear* out, 
   return ok_status();
 }
 
-Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out) {
+Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out, RowType embed_type) {
   *out = nullptr;
   if (!m) return errorf("infer_weights_create: no model");
   BK_TRY(with_context(model_config_validate(m->cfg), "infer_weights_create"));
@@ -122,29 +122,38 @@ Status infer_weights_create(const Model* m, InferBackend backend, InferWeights**
     }
     w->bytes = w->f32.size() * sizeof(float);
   } else {
-    // Copy the full-precision tensors (everything that is not a BitLinear
-    // weight) into a compact buffer, remembering where each one went.
+    // The embedding and an untied head in the kept type; the norms (every
+    // other full-precision tensor) into a compact buffer, remembering where
+    // each one went.
+    if (!m->w.tok_embeddings || !m->w.final_norm || !m->w.output) {
+      delete w;
+      return errorf("infer_weights_create: embedding, final norm or head missing from the parameter table");
+    }
+    Status st = rows_from_f32(embed_type, m->w.tok_embeddings, c.vocab_size, D, &w->embed_rows);
+    if (st.ok() && m->w.output != m->w.tok_embeddings)
+      st = rows_from_f32(embed_type, m->w.output, c.vocab_size, D, &w->head_rows);
+    if (!st.ok()) {
+      delete w;
+      return with_context(st, "infer_weights_create: embedding/head");
+    }
+    const size_t embed_off = (size_t)(m->w.tok_embeddings - base), head_off = (size_t)(m->w.output - base);
     std::map<size_t, size_t> moved;  // offset in m->params -> offset in w->f32
     size_t total = 0;
     for (const ParamInfo& p : m->info)
-      if (p.kind != PARAM_LINEAR && !moved.count(p.offset)) moved[p.offset] = total, total += p.numel;
+      if (p.kind != PARAM_LINEAR && p.offset != embed_off && p.offset != head_off && !moved.count(p.offset))
+        moved[p.offset] = total, total += p.numel;
     w->f32.resize(total);
-    for (const ParamInfo& p : m->info)
-      if (p.kind != PARAM_LINEAR)
-        memcpy(w->f32.data() + moved[p.offset], base + p.offset, p.numel * sizeof(float));
+    for (const ParamInfo& p : m->info) {
+      auto it = moved.find(p.offset);
+      if (it != moved.end()) memcpy(w->f32.data() + it->second, base + p.offset, p.numel * sizeof(float));
+    }
     auto rebase = [&](const float* p) -> const float* {
       if (!p) return nullptr;
       auto it = moved.find((size_t)(p - base));
       return it == moved.end() ? nullptr : w->f32.data() + it->second;
     };
-    w->tok_embeddings = rebase(m->w.tok_embeddings);
     w->final_norm = rebase(m->w.final_norm);
-    w->output = rebase(m->w.output);
-    if (!w->tok_embeddings || !w->final_norm || !w->output) {
-      delete w;
-      return errorf("infer_weights_create: embedding, final norm or head missing from the parameter table");
-    }
-    w->bytes = w->f32.size() * sizeof(float);
+    w->bytes = w->f32.size() * sizeof(float) + rows_bytes(w->embed_rows) + rows_bytes(w->head_rows);
     w->layers.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; l++) {
       const LayerWeights& src = m->w.layers[l];
@@ -307,37 +316,21 @@ int infer_session_max_ctx(const InferSession* s) { return s->max_ctx; }
 int infer_session_vocab(const InferSession* s) { return s->w->cfg.vocab_size; }
 const float* infer_session_logits(const InferSession* s) { return s->logits.data(); }
 
-// Token embedding row -> x [dim] (fp32, or the bf16 rows of synthetic weights).
+// Token embedding row -> x [dim].
 static void embed_row(const InferWeights* w, int32_t token, float* x) {
-  const int D = w->cfg.dim;
-  if (w->tok_embeddings_bf16) {
-    const uint16_t* e = w->tok_embeddings_bf16 + (size_t)token * D;
-    for (int i = 0; i < D; i++) x[i] = bf16_to_f32(e[i]);
-  } else {
-    memcpy(x, w->tok_embeddings + (size_t)token * D, sizeof(float) * D);
-  }
+  if (w->backend == INFER_PACKED) rows_get_row(w->embed_rows, token, x);
+  else memcpy(x, w->tok_embeddings + (size_t)token * w->cfg.dim, sizeof(float) * w->cfg.dim);
 }
 
-// logits [n, vocab] = xn [n, dim] head^T. bf16 head: each row is widened once
-// and used for all n tokens.
+// logits [n, vocab] = xn [n, dim] head^T.
 static void head_logits(const InferWeights* w, float* logits, const float* xn, int n) {
   const int D = w->cfg.dim, V = w->cfg.vocab_size;
-  if (!w->output_bf16) {
-    if (n == 1)
-      gemv(logits, xn, w->output, D, V);
-    else
-      matmul_forward(logits, xn, w->output, n, D, V);
-    return;
-  }
-#pragma omp parallel
-  {
-    std::vector<float> row(D);
-#pragma omp for schedule(static)
-    for (int o = 0; o < V; o++) {
-      const uint16_t* h = w->output_bf16 + (size_t)o * D;
-      for (int i = 0; i < D; i++) row[i] = bf16_to_f32(h[i]);
-      for (int t = 0; t < n; t++) logits[(size_t)t * V + o] = dotf(row.data(), xn + (size_t)t * D, D);
-    }
+  if (w->backend == INFER_PACKED) {
+    rows_matmul(w->head_rows.rows ? w->head_rows : w->embed_rows, xn, n, logits);
+  } else if (n == 1) {
+    gemv(logits, xn, w->output, D, V);
+  } else {
+    matmul_forward(logits, xn, w->output, n, D, V);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "core/rng.h"
 #include "core/status.h"
+#include "kernels/cpu/rows.h"
 #include "model/model.h"
 
 namespace bk {
@@ -27,11 +28,14 @@ struct InferSession;  // defined in model/infer.cpp
 
 // Prepared read-only weights for inference (quantized/packed once), shared by sessions.
 struct InferWeights;
-Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out);
+// embed_type: how the packed backend keeps the token embedding and an untied
+// head (f32, f16, bf16 or q8_0, kernels/cpu/rows.h; a GGUF's own type keeps
+// its values exactly); the float backend ignores it.
+Status infer_weights_create(const Model* m, InferBackend backend, InferWeights** out, RowType embed_type = ROWS_F32);
 void infer_weights_destroy(InferWeights* w);
 // Bytes actually held for weights: float backend, every parameter in fp32;
-// packed backend, 2-bit BitLinear codes + gammas plus the fp32 embedding,
-// norms and head. The Model may be destroyed once the weights are created.
+// packed backend, 2-bit BitLinear codes + gammas, the embedding and head in
+// their kept type, and fp32 norms. The Model may be destroyed once the weights are created.
 size_t infer_weights_bytes(const InferWeights* w);
 InferBackend infer_weights_backend(const InferWeights* w);
 const ModelConfig& infer_weights_config(const InferWeights* w);

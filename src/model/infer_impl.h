@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/rows.h"
 #include "kernels/cpu/ternary.h"
 #include "model/infer.h"
 
@@ -33,19 +34,16 @@ struct InferWeights {
   ModelConfig cfg;
   InferBackend backend = INFER_FLOAT;
   // Full-precision tensors the session reads. Float backend: a copy of every
-  // parameter (BitLinear weights of ternary models replaced by their codes). Packed
-  // backend: only embedding, norms and an untied head; BitLinear weights live
-  // packed in the layers.
+  // parameter (BitLinear weights of ternary models replaced by their codes).
+  // Packed backend: the norms only; BitLinear weights live packed in the
+  // layers, the embedding and an untied head in embed_rows / head_rows.
   std::vector<float> f32;
-  const float* tok_embeddings = nullptr;  // [vocab, dim]
+  const float* tok_embeddings = nullptr;  // [vocab, dim], float backend
   const float* final_norm = nullptr;      // [dim]
-  const float* output = nullptr;          // [vocab, dim]
-  // Compact alternative for the two vocab-sized matrices (synthetic dry-run
-  // weights, where fp32 copies would double the footprint of a 7B model):
-  // bf16 rows [vocab, dim]. When set, the float pointer of that tensor is null.
-  std::vector<uint16_t> bf16;
-  const uint16_t* tok_embeddings_bf16 = nullptr;
-  const uint16_t* output_bf16 = nullptr;
+  const float* output = nullptr;          // [vocab, dim], float backend
+  // Packed backend: the embedding and the untied head in their kept type
+  // (f32, f16, bf16 or q8_0); head_rows has no rows when the head is tied.
+  RowMatrix embed_rows, head_rows;
   std::vector<InferLayer> layers;
   size_t bytes = 0;
   // Activation bits per BitLinear input class (projection_bits; 0 = none), fixed at creation.

@@ -152,22 +152,27 @@ Status synth_matrix(const ByteTable& bt, uint64_t seed, uint64_t tensor, int32_t
   return ok_status();
 }
 
-// [rows, dim] bf16 rows, zero mean, standard deviation stddev: each value is
-// the sum of two 16-bit uniforms (a triangular distribution), two values per
-// 64-bit draw. Only the scale matters for a memory/speed test.
-void synth_bf16(uint64_t seed, uint64_t tensor, int32_t rows, int32_t dim, float stddev, uint16_t* out) {
+// Rows of m, zero mean, standard deviation stddev: each value is the sum of
+// two 16-bit uniforms (a triangular distribution), two values per 64-bit
+// draw, then stored in m's type. Only the scale matters for a memory/speed test.
+void synth_rows(uint64_t seed, uint64_t tensor, float stddev, RowMatrix* m) {
   const float scale = stddev * std::sqrt(6.0f) / 65536.0f;
-#pragma omp parallel for schedule(static)
-  for (int32_t r = 0; r < rows; r++) {
-    Rng rng;
-    rng_seed(&rng, stream_seed(seed, tensor, (uint64_t)r));
-    uint16_t* dst = out + (size_t)r * dim;
-    uint64_t u = 0;
-    for (int32_t i = 0; i < dim; i++) {
-      if ((i & 1) == 0) u = rng_next_u64(&rng);
-      else u >>= 32;
-      float s = (float)(u & 0xffff) + (float)((u >> 16) & 0xffff);
-      dst[i] = f32_to_bf16((s - 65535.0f) * scale);
+  const int32_t dim = m->cols;
+#pragma omp parallel
+  {
+    std::vector<float> row(dim);
+#pragma omp for schedule(static)
+    for (int32_t r = 0; r < m->rows; r++) {
+      Rng rng;
+      rng_seed(&rng, stream_seed(seed, tensor, (uint64_t)r));
+      uint64_t u = 0;
+      for (int32_t i = 0; i < dim; i++) {
+        if ((i & 1) == 0) u = rng_next_u64(&rng);
+        else u >>= 32;
+        float s = (float)(u & 0xffff) + (float)((u >> 16) & 0xffff);
+        row[i] = (s - 65535.0f) * scale;
+      }
+      rows_set_row(m, r, row.data());
     }
   }
 }
@@ -208,18 +213,14 @@ Status infer_weights_create_synthetic(const SyntheticWeightsOptions& opt, InferW
   const size_t per_layer = (size_t)D + (c.subln ? Q : 0) + D + (c.subln ? F : 0);
   w->f32.assign((size_t)D + per_layer * L, 1.0f);
   w->final_norm = w->f32.data();
-  // Embedding (and an untied head) as bf16 rows.
-  const size_t vd = (size_t)V * D;
-  w->bf16.resize(c.tie_embeddings ? vd : 2 * vd);
-  synth_bf16(opt.seed, kEmbeddingTensor, V, D, 1.0f, w->bf16.data());
-  w->tok_embeddings_bf16 = w->bf16.data();
-  if (c.tie_embeddings) {
-    w->output_bf16 = w->tok_embeddings_bf16;
-  } else {
-    synth_bf16(opt.seed, kHeadTensor, V, D, 1.0f / std::sqrt((float)D), w->bf16.data() + vd);
-    w->output_bf16 = w->bf16.data() + vd;
+  // Embedding (and an untied head) in the requested row type.
+  BK_TRY(with_context(rows_alloc(opt.embed_type, V, D, &w->embed_rows), "synthetic embedding"));
+  synth_rows(opt.seed, kEmbeddingTensor, 1.0f, &w->embed_rows);
+  if (!c.tie_embeddings) {
+    BK_TRY(with_context(rows_alloc(opt.embed_type, V, D, &w->head_rows), "synthetic head"));
+    synth_rows(opt.seed, kHeadTensor, 1.0f / std::sqrt((float)D), &w->head_rows);
   }
-  w->bytes = w->f32.size() * sizeof(float) + w->bf16.size() * sizeof(uint16_t);
+  w->bytes = w->f32.size() * sizeof(float) + rows_bytes(w->embed_rows) + rows_bytes(w->head_rows);
 
   // gamma: unit-RMS outputs for unit-RMS inputs with half the codes non-zero;
   // the residual branches are scaled down as in model_init.
@@ -262,15 +263,19 @@ void infer_weights_bytes_by_component(const InferWeights* w, InferWeightBytes* o
   if (!w) return;
   const ModelConfig& c = w->cfg;
   const int64_t vd = (int64_t)c.vocab_size * c.dim;
-  const bool bf = w->tok_embeddings_bf16 != nullptr;
-  out->embedding_dtype = bf ? "bf16" : "f32";
   out->embedding_params = vd;
-  out->embeddings = (size_t)vd * (bf ? 2 : 4);
-  out->head_tied = bf ? w->output_bf16 == w->tok_embeddings_bf16 : w->output == w->tok_embeddings;
-  if (!out->head_tied) {
-    out->head_params = vd;
-    out->head = (size_t)vd * (w->output_bf16 ? 2 : 4);
+  if (w->backend == INFER_PACKED) {
+    out->embedding_dtype = row_type_name(w->embed_rows.type);
+    out->embeddings = rows_bytes(w->embed_rows);
+    out->head_tied = w->head_rows.rows == 0;
+    out->head = rows_bytes(w->head_rows);
+  } else {
+    out->embedding_dtype = "f32";
+    out->embeddings = (size_t)vd * sizeof(float);
+    out->head_tied = w->output == w->tok_embeddings;
+    out->head = out->head_tied ? 0 : (size_t)vd * sizeof(float);
   }
+  if (!out->head_tied) out->head_params = vd;
   int64_t norm_params = w->final_norm ? c.dim : 0;
   int64_t proj_params = 0;
   size_t proj_bytes = 0;

@@ -17,6 +17,7 @@ namespace bk {
 struct SyntheticWeightsOptions {
   ModelConfig cfg;                  // weight_quant ternary, act_bits 8 or 4 (validated)
   TernaryType layout = TERNARY_I2;  // packed projection layout
+  RowType embed_type = ROWS_BF16;   // embedding and head rows
   uint64_t seed = 1234;
 };
 
@@ -26,8 +27,8 @@ struct SyntheticWeightsOptions {
 //   P(-1) = P(+1) = 1/4, P(0) = 1/2; a row tail shorter than one layout block
 //   is packed from explicit codes so padding stays zero weights. gamma scales
 //   outputs to about unit RMS (o/down also by 1/sqrt(2 * n_layers)).
-// - embedding and head: bf16 rows (zero mean, standard deviation 1 and
-//   1/sqrt(dim); triangular, not normal) drawn per row;
+// - embedding and head: rows of embed_type (zero mean, standard deviation 1
+//   and 1/sqrt(dim); triangular, not normal) drawn per row;
 //   norms: ones (fp32).
 // Same options -> bit-identical weights, whatever the thread count.
 Status infer_weights_create_synthetic(const SyntheticWeightsOptions& opt, InferWeights** out);
@@ -49,7 +50,7 @@ struct InferWeightBytes {
   bool head_tied = false;
   // Projection bytes * 8 / projection weights (padding and gammas included).
   double projection_bits_per_weight = 0;
-  std::string embedding_dtype;   // "f32" or "bf16"
+  std::string embedding_dtype;   // the embedding's row type: "f32", "f16", "bf16" or "q8_0"
   std::string projection_format; // "ternary-i2", "ternary-t1", "f32"
 };
 void infer_weights_bytes_by_component(const InferWeights* w, InferWeightBytes* out);

@@ -10,16 +10,22 @@
 
 namespace bk {
 
+bool file_is_gguf(const std::string& path) {
+  FILE* fp = fopen(path.c_str(), "rb");
+  if (!fp) return false;
+  char magic[4] = {0, 0, 0, 0};
+  size_t n = fread(magic, 1, 4, fp);
+  fclose(fp);
+  return n == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
+
 Status model_load_any(const std::string& path, Model* m, ModelSource* src) {
   ModelSource local;
   ModelSource* s = src ? src : &local;
   *s = ModelSource();
-  FILE* fp = fopen(path.c_str(), "rb");
-  if (!fp) return errorf("%s: cannot open model file: %s", path.c_str(), strerror(errno));
-  char magic[4] = {0, 0, 0, 0};
-  size_t n = fread(magic, 1, 4, fp);
-  fclose(fp);
-  if (n == 4 && memcmp(magic, "GGUF", 4) == 0) {
+  if (FILE* fp = fopen(path.c_str(), "rb")) fclose(fp);
+  else return errorf("%s: cannot open model file: %s", path.c_str(), strerror(errno));
+  if (file_is_gguf(path)) {
     GgufLoadInfo info;
     BK_TRY(gguf_load_model(path, m, &info));
     s->format = "gguf";
@@ -27,6 +33,7 @@ Status model_load_any(const std::string& path, Model* m, ModelSource* src) {
     s->training_json = std::move(info.training_json);
     s->name = std::move(info.name);
     s->warnings = std::move(info.warnings);
+    s->embed_type = info.embed_type;
     return ok_status();
   }
   TrainState st;

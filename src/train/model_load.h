@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/cpu/rows.h"
 #include "model/model.h"
 
 namespace bk {
@@ -20,8 +21,11 @@ struct ModelSource {
   long step = -1;               // checkpoint step (-1: unknown / GGUF)
   std::string name;             // GGUF general.name
   std::vector<std::string> warnings;
+  RowType embed_type = ROWS_F32;  // a GGUF's token_embd type, kept by packed inference
 };
 
+// True when the file starts with GGUF's magic bytes.
+bool file_is_gguf(const std::string& path);
 // Loads path into *m (layout from the file's own config). src may be null.
 Status model_load_any(const std::string& path, Model* m, ModelSource* src);
 

@@ -215,6 +215,7 @@ TEST_F(EvalCli, DryRunFromEnvironment) {
   EXPECT_EQ(r["runs"][1]["shape"], json({2, 8, 300}));
   EXPECT_TRUE(r["runs"][0]["memory"].contains("after_gb"));
   EXPECT_TRUE(r["runs"][0]["memory"].contains("peak_gb"));
+  EXPECT_GT(r["runs"][0]["decode"]["tokens_per_s"].get<double>(), 0.0);
   EXPECT_GT(r["peak_rss_bytes"].get<int64_t>(), 0);
 
   // A bad shape names the variable and fails.
@@ -253,6 +254,28 @@ TEST_F(EvalCli, BenchInferPrintsOneJsonObject) {
   ASSERT_TRUE(r.is_object()) << out;
   EXPECT_EQ(r["config"]["ffn_dim"], 160);
   EXPECT_TRUE(r["packed"].is_object());
+
+  // --packed-only: random weights straight into the packed layout, no fp32 engine.
+  rc = bitkd("bench infer --env-file /dev/null --threads 1 --vocab 300 --dim 64 --layers 2 --heads 4 --ffn 128"
+             " --prompt 8 --decode 4 --reps 1 --packed-only --embed q8_0 2>/dev/null",
+             &out);
+  ASSERT_EQ(rc, 0) << out;
+  r = json::parse(out, nullptr, false);
+  ASSERT_TRUE(r.is_object()) << out;
+  EXPECT_TRUE(r["fp32"].is_null());
+  EXPECT_EQ(r["packed"]["embedding_type"], "q8_0");
+  EXPECT_GT(r["packed"]["decode_tokens_per_s"].get<double>(), 0.0);
+
+  // A GGUF whose projections are not TQ2_0 (rows of 64 are not 256-blocks)
+  // cannot go straight into the packed engine: the error names the tensor.
+  const std::string gguf = g.art + "/bench_infer_student.gguf";
+  rc = bitkd("export --env-file /dev/null --model " + q(g.art + "/checkpoints/mini_bitnet_step_20.safetensors") +
+                 " --tokenizer " + q(g.teacher.tokenizer) + " --out " + q(gguf) + " 2>&1",
+             &out);
+  ASSERT_EQ(rc, 0) << out;
+  rc = bitkd("bench infer --env-file /dev/null --threads 1 --model " + q(gguf) + " --packed-only --reps 1 2>&1", &out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("blk.0.attn_q.weight"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -665,14 +665,17 @@ TEST(DryRun, TinyConfigReportsFields) {
     EXPECT_GE(r["memory"]["peak_gb"].get<double>() + 1e-12, r["memory"]["after_gb"].get<double>());
     EXPECT_TRUE(r["logits_finite"].get<bool>());
     EXPECT_GT(r["logit_rms"].get<double>(), 0.0);
+    EXPECT_EQ(r["decode"]["tokens"], 16);  // single-token steps after the last row
+    EXPECT_GT(r["decode"]["tokens_per_s"].get<double>(), 0.0);
   }
   // 256- and 1024-wide rows need no padding: 2 bits + one gamma per matrix.
   double bpw = j["bits_per_weight"]["ternary_projections"];
   EXPECT_GE(bpw, 2.0);
   EXPECT_LT(bpw, 2.001);
   const json& wb = j["weight_bytes"];
-  EXPECT_EQ(wb["embeddings"].get<int64_t>(), 500 * 256 * 2);  // bf16
-  EXPECT_EQ(wb["head"].get<int64_t>(), 500 * 256 * 2);
+  EXPECT_EQ(wb["embeddings"].get<int64_t>(), 500 * (256 / 32) * 34);  // Q8_0 rows: 34 bytes per 32 values
+  EXPECT_EQ(wb["head"].get<int64_t>(), 500 * (256 / 32) * 34);
+  EXPECT_EQ(j["config_used"]["embedding_dtype"], "q8_0");
   EXPECT_EQ(wb["embeddings"].get<int64_t>() + wb["norms"].get<int64_t>() + wb["ternary_projections"].get<int64_t>() +
                 wb["head"].get<int64_t>(),
             wb["total"].get<int64_t>());

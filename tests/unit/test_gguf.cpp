@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "kernels/cpu/kernels.h"
 #include "model/gguf_model.h"
+#include "model/infer.h"
 #include "model/model.h"
 #include "testutil/spm_fixture.h"
 #include "testutil/testutil.h"
@@ -370,6 +371,7 @@ TEST(GgufModel, TernaryStudentSameLogitsAllTypes) {
       round_trip(m, opt, dir + "/s.gguf", &back, &rep, &info);
       EXPECT_EQ(rep.arch, "bitnet");
       EXPECT_EQ(info.arch, "bitnet");
+      EXPECT_EQ(info.embed_type, ROWS_F32);
       EXPECT_EQ(model_config_to_json(back.cfg), model_config_to_json(m.cfg));
       expect_same_ternary(m, back);
       std::vector<float> got = logits_of(&back, toks);
@@ -407,6 +409,7 @@ TEST(GgufModel, F16EmbeddingsAreCloseNotExact) {
   float diff = max_abs_diff(ref, logits_of(&back, toks));
   printf("tq2_0 + f16 token_embd: max |logit diff| = %g\n", diff);
   EXPECT_LT(diff, 5e-2f);
+  EXPECT_EQ(info.embed_type, ROWS_F16);  // packed inference keeps it as f16
   bool warned = false;
   for (auto& w : rep.warnings) warned |= w.find("F16") != std::string::npos;
   EXPECT_TRUE(warned);
@@ -524,6 +527,68 @@ TEST(GgufModel, TernaryWithoutSublnUsesLlamaArch) {
   }
   float diff = max_abs_diff(ref, logits_of(&back, toks));
   EXPECT_LT(diff, 5e-2f);
+}
+
+// The packed engine from a GGUF's blocks (no float model) holds the same
+// weights as the float path's load-then-pack: the same bytes and bit-identical
+// logits, for bitnet (scale tensors) and llama (fp16 block scales, permuted
+// q/k rows) files, with F16 and F32 embeddings.
+TEST(GgufModel, PackedLoadEqualsLoadThenPack) {
+  const std::string dir = bk_test::scratch_dir("gguf_packed_load");
+  for (bool subln : {true, false})
+    for (bool embed_f32 : {false, true}) {
+      SCOPED_TRACE(std::string(subln ? "bitnet" : "llama") + (embed_f32 ? " f32 embed" : " f16 embed"));
+      Model m;
+      init_model(&m, small_cfg(true, subln, FFN_SWIGLU), 21);
+      GgufExportOptions opt;
+      opt.embed_f32 = embed_f32;
+      GgufExportReport rep;
+      const std::string path = dir + "/m.gguf";
+      ASSERT_TRUE(gguf_export_model(m, opt, path, &rep).ok());
+      Model back;
+      ModelSource src;
+      ASSERT_TRUE(model_load_any(path, &back, &src).ok());
+      EXPECT_EQ(src.embed_type, embed_f32 ? ROWS_F32 : ROWS_F16);
+      InferWeights *a = nullptr, *b = nullptr;
+      ASSERT_TRUE(infer_weights_create(&back, INFER_PACKED, &a, src.embed_type).ok());
+      GgufLoadInfo info;
+      Status st = gguf_load_packed(path, &b, &info);
+      ASSERT_TRUE(st.ok()) << st.msg;
+      EXPECT_EQ(info.embed_type, src.embed_type);
+      EXPECT_EQ(info.tokenizer_model, src.tokenizer_model);
+      EXPECT_EQ(infer_weights_bytes(a), infer_weights_bytes(b));
+      const int V = back.cfg.vocab_size;
+      std::vector<int32_t> toks = test_tokens(V);
+      InferSession *sa = nullptr, *sb = nullptr;
+      ASSERT_TRUE(infer_session_create(a, 32, &sa).ok());
+      ASSERT_TRUE(infer_session_create(b, 32, &sb).ok());
+      ASSERT_TRUE(infer_session_eval(sa, toks.data(), 8).ok());
+      ASSERT_TRUE(infer_session_eval(sb, toks.data(), 8).ok());
+      EXPECT_EQ(0, memcmp(infer_session_logits(sa), infer_session_logits(sb), sizeof(float) * V));
+      for (int i = 8; i < 12; i++) {
+        ASSERT_TRUE(infer_session_eval(sa, &toks[i], 1).ok());
+        ASSERT_TRUE(infer_session_eval(sb, &toks[i], 1).ok());
+        EXPECT_EQ(0, memcmp(infer_session_logits(sa), infer_session_logits(sb), sizeof(float) * V)) << i;
+      }
+      infer_session_destroy(sa);
+      infer_session_destroy(sb);
+      infer_weights_destroy(a);
+      infer_weights_destroy(b);
+    }
+  // Projections that are not TQ2_0 are refused with the tensor named.
+  Model m;
+  init_model(&m, small_cfg(true, true, FFN_SWIGLU), 22);
+  GgufExportOptions opt;
+  opt.weights = GGUF_W_TQ1_0;
+  GgufExportReport rep;
+  ASSERT_TRUE(gguf_export_model(m, opt, dir + "/tq1.gguf", &rep).ok());
+  InferWeights* w = nullptr;
+  GgufLoadInfo info;
+  Status st = gguf_load_packed(dir + "/tq1.gguf", &w, &info);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("blk.0.attn_q.weight"), std::string::npos) << st.msg;
+  EXPECT_NE(st.msg.find("tq1_0"), std::string::npos) << st.msg;
+  EXPECT_EQ(w, nullptr);
 }
 
 TEST(GgufModel, UntiedBitnetIsRefused) {

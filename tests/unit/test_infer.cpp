@@ -9,10 +9,12 @@
 #include <thread>
 #include <vector>
 
+#include "core/half.h"
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
 #include "model/generate.h"
 #include "model/infer.h"
+#include "model/infer_synthetic.h"
 #include "model/model.h"
 
 using namespace bk;
@@ -298,6 +300,46 @@ TEST(Infer, PackedIsSmallerAndNeedsTernary) {
   Status st = infer_weights_create(&fm, INFER_PACKED, &w);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.msg.find("ternary"), std::string::npos) << st.msg;
+}
+
+// The packed engine keeps the embedding in a compact type. With values that
+// f16 holds exactly, f16 rows give the same decode logits as f32 rows (the
+// same values through the same dot product); q8_0 takes 34 bytes per 32.
+TEST(Infer, PackedKeepsTheEmbeddingType) {
+  Fixture f;
+  build(&f, small_config(WQ_TERNARY, 8), INFER_PACKED);
+  const ModelConfig& c = f.m.cfg;
+  float* e = f.m.params.data() + model_find_param(f.m, "model.embed_tokens.weight")->offset;
+  for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++) e[i] = f16_to_f32(f32_to_f16(e[i]));
+  InferWeights *w32 = nullptr, *w16 = nullptr, *wq8 = nullptr;
+  ASSERT_TRUE(infer_weights_create(&f.m, INFER_PACKED, &w32, ROWS_F32).ok());
+  ASSERT_TRUE(infer_weights_create(&f.m, INFER_PACKED, &w16, ROWS_F16).ok());
+  ASSERT_TRUE(infer_weights_create(&f.m, INFER_PACKED, &wq8, ROWS_Q8_0).ok());
+  const size_t vd = (size_t)c.vocab_size * c.dim;
+  EXPECT_EQ(infer_weights_bytes(w32) - infer_weights_bytes(w16), vd * 2);
+  EXPECT_EQ(infer_weights_bytes(w32) - infer_weights_bytes(wq8), vd * 4 - vd / 32 * 34);
+  InferWeightBytes b;
+  infer_weights_bytes_by_component(wq8, &b);
+  EXPECT_EQ(b.embedding_dtype, "q8_0");
+  EXPECT_EQ(b.embeddings, vd / 32 * 34);
+  std::vector<int32_t> toks = random_tokens(6, c.vocab_size, 4);
+  InferSession *s32 = nullptr, *s16 = nullptr, *sq8 = nullptr;
+  ASSERT_TRUE(infer_session_create(w32, 8, &s32).ok());
+  ASSERT_TRUE(infer_session_create(w16, 8, &s16).ok());
+  ASSERT_TRUE(infer_session_create(wq8, 8, &sq8).ok());
+  for (int32_t t : toks) {
+    ASSERT_TRUE(infer_session_eval(s32, &t, 1).ok());
+    ASSERT_TRUE(infer_session_eval(s16, &t, 1).ok());
+    ASSERT_TRUE(infer_session_eval(sq8, &t, 1).ok());
+    EXPECT_EQ(0, memcmp(infer_session_logits(s32), infer_session_logits(s16), sizeof(float) * c.vocab_size));
+    for (int v = 0; v < c.vocab_size; v++) ASSERT_TRUE(std::isfinite(infer_session_logits(sq8)[v]));
+  }
+  infer_session_destroy(s32);
+  infer_session_destroy(s16);
+  infer_session_destroy(sq8);
+  infer_weights_destroy(w32);
+  infer_weights_destroy(w16);
+  infer_weights_destroy(wq8);
 }
 
 TEST(Infer, WeightsOutliveModel) {

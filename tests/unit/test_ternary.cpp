@@ -1,6 +1,7 @@
 // Packed ternary layouts, activation quantizers and integer matmul kernels:
 // every kernel (AVX2 and forced scalar) against a plain reference, exactly.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cfloat>
 #include <cmath>
@@ -11,7 +12,9 @@
 
 #include "core/rng.h"
 #include "io/gguf.h"
+#include "core/half.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/rows.h"
 #include "kernels/cpu/ternary.h"
 
 using namespace bk;
@@ -22,14 +25,26 @@ const TernaryType kTypes[] = {TERNARY_I2, TERNARY_T1};
 
 const char* type_name(TernaryType t) { return t == TERNARY_T1 ? "T1" : "I2"; }
 
-bool cpu_avx2() {
-  ternary_force_scalar(false);
-  return std::string(ternary_backend()) == "avx2";
+bool cpu_avx2() { return ternary_cpu_simd() >= TERNARY_SIMD_AVX2; }
+
+void force_scalar(bool on) { ternary_limit_simd(on ? TERNARY_SIMD_SCALAR : TERNARY_SIMD_AVX512VNNI); }
+
+// Every kernel level this CPU runs, the widest first; the others are named
+// once so a log shows what was not checked here.
+std::vector<TernarySimd> kernel_levels() {
+  std::vector<TernarySimd> v;
+  for (int l = ternary_cpu_simd(); l >= TERNARY_SIMD_SCALAR; l--) v.push_back((TernarySimd)l);
+  static bool noted = false;
+  if (!noted && ternary_cpu_simd() < TERNARY_SIMD_AVX512VNNI)
+    std::printf("note: this CPU has no %s; those kernels are checked on CPUs that do\n",
+                ternary_cpu_simd() < TERNARY_SIMD_AVX2 ? "AVX2 or AVX-512 VNNI" : "AVX-512 VNNI");
+  noted = true;
+  return v;
 }
 
 // Restores automatic backend selection when a test ends.
 struct BackendGuard {
-  ~BackendGuard() { ternary_force_scalar(false); }
+  ~BackendGuard() { ternary_limit_simd(TERNARY_SIMD_AVX512VNNI); }
 };
 
 std::vector<int8_t> random_ternary(Rng* r, int64_t n) {
@@ -213,7 +228,7 @@ TEST(TernaryQuantize, RoundHalfAwayFromZero) {
 TEST(TernaryActQuant, Int8EdgeCases) {
   BackendGuard guard;
   for (bool scalar : {false, true}) {
-    ternary_force_scalar(scalar);
+    force_scalar(scalar);
     SCOPED_TRACE(ternary_backend());
     std::vector<int8_t> q(40, 99);
     int32_t sum = -1;
@@ -255,7 +270,7 @@ TEST(TernaryActQuant, Int8EdgeCases) {
 TEST(TernaryActQuant, Int4EdgeCases) {
   BackendGuard guard;
   for (bool scalar : {false, true}) {
-    ternary_force_scalar(scalar);
+    force_scalar(scalar);
     SCOPED_TRACE(ternary_backend());
     std::vector<int8_t> q(40, 99);
     int32_t sum = -1;
@@ -302,7 +317,7 @@ TEST(TernaryActQuant, MatchesSpecFormulaAndBackendsAgree) {
       float sc_by[2];
       int32_t sum_by[2];
       for (int scalar = 0; scalar < 2; scalar++) {
-        ternary_force_scalar(scalar == 1);
+        force_scalar(scalar == 1);
         q_by[scalar].assign(n, 0);
         sc_by[scalar] = bits == 8 ? act_quant_row_i8(x.data(), n, q_by[scalar].data(), &sum_by[scalar])
                                   : act_quant_row_i4(x.data(), n, q_by[scalar].data(), &sum_by[scalar]);
@@ -344,8 +359,7 @@ TEST(TernaryActQuant, QuantizeActsPadsAndChecks) {
 
 TEST(TernaryMatmul, AllKernelsMatchReferenceExactly) {
   BackendGuard guard;
-  const bool avx2 = cpu_avx2();
-  if (!avx2) std::printf("note: CPU has no AVX2, only the scalar kernels are checked\n");
+  const std::vector<TernarySimd> levels = kernel_levels();
   Rng rng;
   rng_seed(&rng, 11);
   const int shapes[][2] = {{1, 1},  {5, 17},  {3, 64},  {7, 80},  {4, 100},  {6, 128}, {3, 160},
@@ -368,20 +382,19 @@ TEST(TernaryMatmul, AllKernelsMatchReferenceExactly) {
           const int stride = w.cols_pad + (T % 2 ? 0 : 32);
           ASSERT_TRUE(quantize_acts(x.data(), T, cols, stride, bits, &a).ok());
           std::vector<int32_t> ref = ref_matmul(wq, rows, cols, a);
-          std::vector<float> y_by[2];
-          for (int scalar = avx2 ? 0 : 1; scalar < 2; scalar++) {
-            ternary_force_scalar(scalar == 1);
+          std::vector<float> y_first;
+          for (TernarySimd level : levels) {
+            ternary_limit_simd(level);
             std::vector<int32_t> acc((size_t)T * rows, 12345);
             ASSERT_TRUE(ternary_matmul_i32(w, a, acc.data()).ok());
             EXPECT_EQ(acc, ref) << ternary_backend();
-            y_by[scalar].assign((size_t)T * rows, NAN);
-            ASSERT_TRUE(ternary_matmul(w, a, y_by[scalar].data()).ok());
+            std::vector<float> y((size_t)T * rows, NAN);
+            ASSERT_TRUE(ternary_matmul(w, a, y.data()).ok());
             for (int t = 0; t < T; t++)
               for (int o = 0; o < rows; o++)
-                ASSERT_EQ(y_by[scalar][t * rows + o], (float)ref[t * rows + o] * (0.37f * a.scale[t]));
-          }
-          if (avx2) {
-            EXPECT_EQ(std::memcmp(y_by[0].data(), y_by[1].data(), y_by[0].size() * sizeof(float)), 0);
+                ASSERT_EQ(y[t * rows + o], (float)ref[t * rows + o] * (0.37f * a.scale[t])) << ternary_backend();
+            if (y_first.empty()) y_first = y;
+            EXPECT_EQ(std::memcmp(y_first.data(), y.data(), y.size() * sizeof(float)), 0) << ternary_backend();
           }
           checked++;
         }
@@ -391,7 +404,7 @@ TEST(TernaryMatmul, AllKernelsMatchReferenceExactly) {
 // Large enough to run on several OpenMP threads.
 TEST(TernaryMatmul, ThreadedShapesMatchReference) {
   BackendGuard guard;
-  const bool avx2 = cpu_avx2();
+  const std::vector<TernarySimd> levels = kernel_levels();
   Rng rng;
   rng_seed(&rng, 5);
   for (TernaryType type : kTypes)
@@ -404,8 +417,8 @@ TEST(TernaryMatmul, ThreadedShapesMatchReference) {
       ActQuant a;
       ASSERT_TRUE(quantize_acts(x.data(), T, cols, w.cols_pad, 8, &a).ok());
       std::vector<int32_t> ref = ref_matmul(wq, rows, cols, a);
-      for (int scalar = avx2 ? 0 : 1; scalar < 2; scalar++) {
-        ternary_force_scalar(scalar == 1);
+      for (TernarySimd level : levels) {
+        ternary_limit_simd(level);
         std::vector<int32_t> acc((size_t)T * rows);
         ASSERT_TRUE(ternary_matmul_i32(w, a, acc.data()).ok());
         EXPECT_EQ(acc, ref) << type_name(type) << " T=" << T << " " << ternary_backend();
@@ -417,7 +430,7 @@ TEST(TernaryMatmul, ThreadedShapesMatchReference) {
 // int16 stage of the AVX2 kernels must not saturate.
 TEST(TernaryMatmul, ExtremeValuesDoNotSaturate) {
   BackendGuard guard;
-  const bool avx2 = cpu_avx2();
+  const std::vector<TernarySimd> levels = kernel_levels();
   for (TernaryType type : kTypes)
     for (int wv : {1, -1})
       for (int qv : {-128, 127}) {
@@ -435,8 +448,8 @@ TEST(TernaryMatmul, ExtremeValuesDoNotSaturate) {
           for (int i = 0; i < cols; i++) a.q[t * a.stride + i] = (int8_t)qv;
         a.scale.assign(2, 1.0f);
         a.sum.assign(2, qv * cols);
-        for (int scalar = avx2 ? 0 : 1; scalar < 2; scalar++) {
-          ternary_force_scalar(scalar == 1);
+        for (TernarySimd level : levels) {
+          ternary_limit_simd(level);
           std::vector<int32_t> acc(2 * rows);
           ASSERT_TRUE(ternary_matmul_i32(w, a, acc.data()).ok());
           for (int32_t v : acc) EXPECT_EQ(v, wv * qv * cols) << type_name(type) << " " << ternary_backend();
@@ -508,4 +521,118 @@ TEST(TernaryBlock, I2RowsAndTq2BlocksAreTheSameBytes) {
   tq2_0_unpack_block(block, back.data(), &d);
   EXPECT_EQ(back, codes);
   EXPECT_EQ(d, 0x3800);
+}
+
+// ---- row matrices in their stored type (rows.h) ----------------------------
+
+namespace {
+std::vector<float> random_floats(uint64_t seed, size_t n, float scale) {
+  Rng r;
+  rng_seed(&r, seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = (rng_uniform(&r) * 2.0f - 1.0f) * scale;
+  return v;
+}
+}  // namespace
+
+TEST(RowMatrix, StoredValuesAndBounds) {
+  const int R = 7, C = 96;
+  std::vector<float> w = random_floats(5, (size_t)R * C, 3.0f);
+  w[5] = 0.0f;
+  for (int i = 0; i < 32; i++) w[(size_t)2 * C + 32 + i] = 0.0f;  // an all-zero Q8_0 block
+  std::vector<float> back(C);
+  for (RowType t : {ROWS_F32, ROWS_F16, ROWS_BF16, ROWS_Q8_0}) {
+    RowMatrix m;
+    ASSERT_TRUE(rows_from_f32(t, w.data(), R, C, &m).ok()) << row_type_name(t);
+    EXPECT_EQ(rows_bytes(m), (size_t)R * (t == ROWS_F32 ? C * 4 : t == ROWS_Q8_0 ? C / 32 * 34 : C * 2));
+    for (int r = 0; r < R; r++) {
+      rows_get_row(m, r, back.data());
+      for (int i = 0; i < C; i++) {
+        const float x = w[(size_t)r * C + i];
+        if (t == ROWS_F32) {
+          EXPECT_EQ(back[i], x);
+        } else if (t == ROWS_F16) {
+          EXPECT_EQ(back[i], f16_to_f32(f32_to_f16(x)));
+        } else if (t == ROWS_BF16) {
+          EXPECT_EQ(back[i], bf16_to_f32(f32_to_bf16(x)));
+        } else {
+          // q = round(x / d) with d = max|x| / 127, stored as f16 d16: the
+          // error is half a step plus |q| <= 127 times the scale's rounding
+          // (and a few ulps of x * (1 / d)).
+          float amax = 0;
+          for (int k = i / 32 * 32; k < i / 32 * 32 + 32; k++) amax = std::max(amax, std::fabs(w[(size_t)r * C + k]));
+          const float d = amax / 127.0f, d16 = f16_to_f32(f32_to_f16(d));
+          EXPECT_LE(std::fabs(back[i] - x), 0.5f * d + 127.0f * std::fabs(d16 - d) + 4 * FLT_EPSILON * amax)
+              << r << "," << i;
+        }
+      }
+    }
+  }
+  RowMatrix bad;
+  EXPECT_FALSE(rows_alloc(ROWS_Q8_0, 2, 40, &bad).ok());
+  RowType t;
+  EXPECT_TRUE(row_type_from_name("q8_0", &t).ok());
+  EXPECT_EQ(t, ROWS_Q8_0);
+  EXPECT_FALSE(row_type_from_name("q4_0", &t).ok());
+}
+
+// Values that came from a GGUF's Q8_0 (d * q) quantize back to the same
+// blocks: keeping a file's embedding as Q8_0 loses nothing.
+TEST(RowMatrix, Q8RoundTripOfStoredBlocksIsExact) {
+  const int C = 256;
+  std::vector<float> w = random_floats(9, C, 0.7f);
+  std::vector<BlockQ8_0> q(C / 32), q2(C / 32);
+  quantize_row_q8_0(w.data(), C, q.data());
+  RowMatrix m;
+  ASSERT_TRUE(rows_alloc(ROWS_Q8_0, 1, C, &m).ok());
+  memcpy(m.data.data(), q.data(), m.row_bytes);
+  std::vector<float> deq(C);
+  rows_get_row(m, 0, deq.data());
+  quantize_row_q8_0(deq.data(), C, q2.data());
+  EXPECT_EQ(memcmp(q.data(), q2.data(), q.size() * sizeof(BlockQ8_0)), 0);
+}
+
+// rows_matmul: Q8_0 is the documented sum in block order (exact integer
+// block sums), whatever the thread count; float types stay within the
+// float summation bound of an fp64 reference.
+TEST(RowMatrix, MatmulMatchesItsDefinition) {
+  const int R = 37, C = 128, N = 3;
+  std::vector<float> w = random_floats(11, (size_t)R * C, 1.0f), x = random_floats(12, (size_t)N * C, 2.0f);
+  for (RowType t : {ROWS_F32, ROWS_F16, ROWS_BF16, ROWS_Q8_0}) {
+    RowMatrix m;
+    ASSERT_TRUE(rows_from_f32(t, w.data(), R, C, &m).ok());
+    std::vector<float> y1((size_t)N * R), y2((size_t)N * R), row(C);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    rows_matmul(m, x.data(), N, y1.data());
+    omp_set_num_threads(2);
+    rows_matmul(m, x.data(), N, y2.data());
+    omp_set_num_threads(saved);
+    if (t == ROWS_Q8_0) {
+      EXPECT_EQ(y1, y2);
+    }
+    for (int tk = 0; tk < N; tk++) {
+      const float* xt = x.data() + (size_t)tk * C;
+      std::vector<BlockQ8_0> xq(C / 32);
+      quantize_row_q8_0(xt, C, xq.data());
+      for (int o = 0; o < R; o++) {
+        rows_get_row(m, o, row.data());
+        const float got = y1[(size_t)tk * R + o];
+        if (t == ROWS_Q8_0) {
+          const BlockQ8_0* wb = (const BlockQ8_0*)(m.data.data() + o * m.row_bytes);
+          float s = 0;
+          for (int k = 0; k < C / 32; k++) {
+            int32_t is = 0;
+            for (int i = 0; i < 32; i++) is += (int32_t)wb[k].qs[i] * xq[k].qs[i];
+            s += f16_to_f32(wb[k].d) * f16_to_f32(xq[k].d) * (float)is;
+          }
+          EXPECT_EQ(got, s) << o;
+        } else {
+          double ref = 0, mag = 0;
+          for (int i = 0; i < C; i++) ref += (double)row[i] * xt[i], mag += std::fabs((double)row[i] * xt[i]);
+          EXPECT_LE(std::fabs(got - ref), C * FLT_EPSILON * mag) << row_type_name(t) << " " << o;
+        }
+      }
+    }
+  }
 }

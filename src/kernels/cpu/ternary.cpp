@@ -22,31 +22,49 @@ using namespace ternary_detail;
 
 namespace {
 
-bool cpu_has_avx2() {
+TernarySimd cpu_simd() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return TERNARY_SIMD_SCALAR;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni"))
+    return TERNARY_SIMD_AVX512VNNI;
+  return TERNARY_SIMD_AVX2;
 #else
-  return false;
+  return TERNARY_SIMD_SCALAR;
 #endif
 }
 
-bool env_forces_scalar() {
+// BITKD_SIMD=scalar or avx2 caps the kernels (read once).
+TernarySimd env_simd_cap() {
   const char* v = std::getenv("BITKD_SIMD");
-  return v && std::strcmp(v, "scalar") == 0;
+  if (v && std::strcmp(v, "scalar") == 0) return TERNARY_SIMD_SCALAR;
+  if (v && std::strcmp(v, "avx2") == 0) return TERNARY_SIMD_AVX2;
+  return TERNARY_SIMD_AVX512VNNI;
 }
 
-std::atomic<bool> g_force_scalar{false};
+std::atomic<int> g_simd_cap{TERNARY_SIMD_AVX512VNNI};
 
-bool use_avx2() {
-  static const bool avx2 = cpu_has_avx2() && !env_forces_scalar();
-  return avx2 && !g_force_scalar.load(std::memory_order_relaxed);
+TernarySimd simd_level() {
+  static const TernarySimd hw = std::min(cpu_simd(), env_simd_cap());
+  return std::min(hw, (TernarySimd)g_simd_cap.load(std::memory_order_relaxed));
 }
+
+bool use_avx2() { return simd_level() >= TERNARY_SIMD_AVX2; }
 
 }  // namespace
 
-void ternary_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
-const char* ternary_backend() { return use_avx2() ? "avx2" : "scalar"; }
+void ternary_limit_simd(TernarySimd cap) { g_simd_cap.store(cap, std::memory_order_relaxed); }
+TernarySimd ternary_simd() { return simd_level(); }
+TernarySimd ternary_cpu_simd() { return cpu_simd(); }
+const char* ternary_backend() {
+  switch (simd_level()) {
+    case TERNARY_SIMD_SCALAR: return "scalar";
+    case TERNARY_SIMD_AVX2: return "avx2";
+    case TERNARY_SIMD_AVX512VNNI: return "avx512vnni";
+  }
+  return "?";
+}
 
 // ---- weights ------------------------------------------------------------------
 
@@ -352,9 +370,12 @@ Status run_matmul(const TernaryMatrix& w, const ActQuant& a, int32_t* acc, float
                   (long long)w.rows * w.row_bytes);
   KernelArgs k{&w, a.q.data(), a.stride, a.sum.data(), a.scale.data(), a.tokens, acc, y};
   if (a.tokens == 0 || w.rows == 0) return ok_status();
-  const bool avx2 = use_avx2();
-  auto kernel = w.type == TERNARY_T1 ? (avx2 ? t1_rows_avx2 : t1_rows_scalar)
-                                     : (avx2 ? i2_rows_avx2 : i2_rows_scalar);
+  // T1 has no VNNI kernel (its digit decoding, not the dot product, bounds it).
+  const TernarySimd simd = simd_level();
+  auto kernel = w.type == TERNARY_T1 ? (simd >= TERNARY_SIMD_AVX2 ? t1_rows_avx2 : t1_rows_scalar)
+                : simd == TERNARY_SIMD_AVX512VNNI ? i2_rows_vnni
+                : simd == TERNARY_SIMD_AVX2       ? i2_rows_avx2
+                                                  : i2_rows_scalar;
   // Contiguous row ranges per thread; small problems stay on one thread
   // because waking the pool costs more than the work.
   const int64_t work = (int64_t)w.rows * w.cols_pad * a.tokens;

@@ -120,10 +120,17 @@ Status ternary_matmul_i32(const TernaryMatrix& w, const ActQuant& a, int32_t* ac
 // y [tokens, rows] = gamma * scale[t] * acc[t, o]. OpenMP over output rows.
 Status ternary_matmul(const TernaryMatrix& w, const ActQuant& a, float* y);
 
-// Kernel set: AVX2 when the CPU has it, unless the environment variable
-// BITKD_SIMD=scalar (read once) or ternary_force_scalar(true). Scalar and AVX2
-// give bit-identical results.
-void ternary_force_scalar(bool on);
-const char* ternary_backend();  // "avx2" or "scalar"
+// Kernel set, chosen at run time: AVX-512 VNNI (I2 matmul) where the CPU has
+// it, else AVX2, else scalar; BITKD_SIMD=avx2 or =scalar (read once) or
+// ternary_limit_simd cap it. Every level gives bit-identical results.
+enum TernarySimd : int {
+  TERNARY_SIMD_SCALAR = 0,
+  TERNARY_SIMD_AVX2 = 1,
+  TERNARY_SIMD_AVX512VNNI = 2,
+};
+void ternary_limit_simd(TernarySimd cap);  // TERNARY_SIMD_AVX512VNNI: no cap
+TernarySimd ternary_simd();                // the level in use
+TernarySimd ternary_cpu_simd();            // what the CPU supports
+const char* ternary_backend();             // "avx512vnni", "avx2" or "scalar"
 
 }  // namespace bk

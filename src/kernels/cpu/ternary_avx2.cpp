@@ -1,6 +1,6 @@
-// AVX2 kernels for packed ternary matrices. Compiled with per-function target
-// attributes so the library still runs on x86-64 without AVX2; ternary.cpp only
-// calls these after checking the CPU.
+// AVX2 (and AVX-512 VNNI) kernels for packed ternary matrices. Compiled with
+// per-function target attributes so the library still runs on x86-64 without
+// them; ternary.cpp only calls these after checking the CPU.
 //
 // Dot products use unsigned codes (w + 1 in {0, 1, 2}) times signed int8
 // activations with maddubs: each int16 lane is c0*q0 + c1*q1, |.| <= 2*2*128 =
@@ -191,7 +191,57 @@ void rows_tiled(const KernelArgs& k, int32_t r0, int32_t r1) {
   }
 }
 
+// --- I2 with AVX-512 VNNI -----------------------------------------------------
+
+#define BK_VNNI __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
+
+// i2_row_tile with vpdpbusd (256-bit, AVX512-VL): each code plane times the
+// activations is summed straight into int32 lanes, no int16 stage. Integer
+// sums are exact, so the result equals the AVX2 and scalar kernels' bit for bit.
+template <int TT>
+BK_VNNI void i2_row_tile_vnni(const KernelArgs& k, int32_t o, int32_t t0) {
+  const TernaryMatrix& w = *k.w;
+  const uint8_t* row = w.data.data() + (int64_t)o * w.row_bytes;
+  const int32_t nfull = w.cols_pad / 128;
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const int8_t* qt[TT];
+  __m256i acc[TT];
+  for (int t = 0; t < TT; t++) {
+    qt[t] = k.q + (int64_t)(t0 + t) * k.stride;
+    acc[t] = _mm256_setzero_si256();
+  }
+  for (int32_t b = 0; b < nfull; b++) {
+    const __m256i wb = _mm256_loadu_si256((const __m256i*)(row + b * 32));
+    const __m256i c0 = _mm256_and_si256(wb, m3);
+    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3);
+    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3);
+    const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3);
+    for (int t = 0; t < TT; t++) {
+      const int8_t* a = qt[t] + b * 128;
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c0, _mm256_loadu_si256((const __m256i*)a));
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c1, _mm256_loadu_si256((const __m256i*)(a + 32)));
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c2, _mm256_loadu_si256((const __m256i*)(a + 64)));
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c3, _mm256_loadu_si256((const __m256i*)(a + 96)));
+    }
+  }
+  if (w.cols_pad % 128) {
+    const __m128i wb = _mm_loadu_si128((const __m128i*)(row + nfull * 32));
+    const __m256i c01 = _mm256_and_si256(join128(wb, _mm_srli_epi16(wb, 2)), m3);
+    const __m256i c23 = _mm256_and_si256(join128(_mm_srli_epi16(wb, 4), _mm_srli_epi16(wb, 6)), m3);
+    for (int t = 0; t < TT; t++) {
+      const int8_t* a = qt[t] + nfull * 128;
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c01, _mm256_loadu_si256((const __m256i*)a));
+      acc[t] = _mm256_dpbusd_epi32(acc[t], c23, _mm256_loadu_si256((const __m256i*)(a + 32)));
+    }
+  }
+  for (int t = 0; t < TT; t++) store_out(k, t0 + t, o, hsum_epi32(acc[t]) - k.qsum[t0 + t]);
+}
+
 }  // namespace
+
+void i2_rows_vnni(const KernelArgs& k, int32_t r0, int32_t r1) {
+  rows_tiled<i2_row_tile_vnni<8>, 8, i2_row_tile_vnni<4>, i2_row_tile_vnni<2>, i2_row_tile_vnni<1>>(k, r0, r1);
+}
 
 void i2_rows_avx2(const KernelArgs& k, int32_t r0, int32_t r1) {
   rows_tiled<i2_row_tile<8>, 8, i2_row_tile<4>, i2_row_tile<2>, i2_row_tile<1>>(k, r0, r1);
@@ -291,6 +341,7 @@ BK_AVX2 int32_t act_round_avx2(const float* x, int32_t n, float mul, bool div, f
 namespace bk {
 namespace ternary_detail {
 void i2_rows_avx2(const KernelArgs&, int32_t, int32_t) { std::abort(); }
+void i2_rows_vnni(const KernelArgs&, int32_t, int32_t) { std::abort(); }
 void t1_rows_avx2(const KernelArgs&, int32_t, int32_t) { std::abort(); }
 void act_stats_avx2(const float*, int32_t, float*, double*) { std::abort(); }
 int32_t act_round_avx2(const float*, int32_t, float, bool, float, float, float, int8_t*) { std::abort(); }

@@ -40,6 +40,7 @@ inline double combine_partials(const double p[8]) {
 
 // Rows [r0, r1) of w for all T tokens.
 void i2_rows_avx2(const KernelArgs& k, int32_t r0, int32_t r1);
+void i2_rows_vnni(const KernelArgs& k, int32_t r0, int32_t r1);  // AVX-512 VNNI (VL)
 void t1_rows_avx2(const KernelArgs& k, int32_t r0, int32_t r1);
 // max|x| and the 8 abs-sum partials over x[0, n).
 void act_stats_avx2(const float* x, int32_t n, float* amax, double partials[8]);
