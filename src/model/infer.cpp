@@ -34,7 +34,8 @@ struct InferSession {
   int pos = 0;
   std::vector<float> kc, vc;        // [L, max_ctx, kv_dim]
   std::vector<float> rcos, rsin;    // [max_ctx, head_dim/2]
-  // scratch for up to kChunk tokens
+  int chunk = 0;                    // tokens per forward chunk: min(kChunk, max_ctx)
+  // scratch for up to chunk tokens
   std::vector<float> x;             // [n, dim] residual stream
   std::vector<float> xn;            // [n, max(dim, q_dim, ffn)] normed/quantized projection input
   std::vector<float> q;             // [n, q_dim]
@@ -289,15 +290,17 @@ Status infer_session_create(const InferWeights* w, int max_ctx, InferSession** o
   s->rsin.resize((size_t)max_ctx * half);
   rope_tables(s->rcos.data(), s->rsin.data(), max_ctx, c.head_dim, c.rope_theta);
   const int wide = std::max(std::max(D, Q), F);
-  s->x.resize((size_t)kChunk * D);
-  s->xn.resize((size_t)kChunk * wide);
-  s->q.resize((size_t)kChunk * Q);
-  s->att.resize((size_t)kChunk * Q);
-  s->proj.resize((size_t)kChunk * D);
-  s->hg.resize((size_t)kChunk * F);
-  s->hu.resize((size_t)kChunk * F);
-  if (w->backend == INFER_FLOAT) s->xc.resize((size_t)kChunk * wide);
-  s->rstd.resize(kChunk);
+  // A session never holds more than max_ctx tokens, so neither does a chunk.
+  const int C = s->chunk = std::min(kChunk, s->max_ctx);
+  s->x.resize((size_t)C * D);
+  s->xn.resize((size_t)C * wide);
+  s->q.resize((size_t)C * Q);
+  s->att.resize((size_t)C * Q);
+  s->proj.resize((size_t)C * D);
+  s->hg.resize((size_t)C * F);
+  s->hu.resize((size_t)C * F);
+  if (w->backend == INFER_FLOAT) s->xc.resize((size_t)C * wide);
+  s->rstd.resize(C);
   s->scores.resize((size_t)std::max(1, omp_get_max_threads()) * max_ctx);
   s->logits.assign(c.vocab_size, 0.0f);
   *out = s;
@@ -334,7 +337,7 @@ static void head_logits(const InferWeights* w, float* logits, const float* xn, i
   }
 }
 
-// n (<= kChunk) tokens at positions pos..pos+n-1; logits of the last one when
+// n (<= s->chunk) tokens at positions pos..pos+n-1; logits of the last one when
 // asked, and of every one into all_logits [n, vocab] when that is not null.
 static Status forward_chunk(InferSession* s, const int32_t* tokens, int n, bool want_logits, float* all_logits) {
   const InferWeights* w = s->w;
@@ -409,8 +412,8 @@ static Status eval_impl(InferSession* s, const int32_t* tokens, int n, float* al
   if (s->pos + n > s->max_ctx)
     return errorf("context full: %d cached + %d new tokens exceed the session's capacity of %d tokens", s->pos, n,
                   s->max_ctx);
-  for (int i = 0; i < n; i += kChunk) {
-    int m = std::min(kChunk, n - i);
+  for (int i = 0; i < n; i += s->chunk) {
+    int m = std::min(s->chunk, n - i);
     BK_TRY(forward_chunk(s, tokens + i, m, i + m == n,
                          all_logits ? all_logits + (size_t)i * c.vocab_size : nullptr));
   }

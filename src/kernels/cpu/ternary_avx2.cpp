@@ -42,8 +42,12 @@ constexpr int32_t kGroup = 8;
 
 // One output row o for tokens [t0, t0 + TT): the 4 code planes of each block
 // are unpacked once and reused for all TT tokens.
+// With one or two tokens the planes go to NA separate int16 sums, so the
+// loop is not one chain of dependent adds (which bounded decode); each sum
+// then takes fewer planes per block, so the int16 bound above still holds.
 template <int TT>
 BK_AVX2 void i2_row_tile(const KernelArgs& k, int32_t o, int32_t t0) {
+  constexpr int NA = TT == 1 ? 4 : TT == 2 ? 2 : 1;
   const TernaryMatrix& w = *k.w;
   const uint8_t* row = w.data.data() + (int64_t)o * w.row_bytes;
   const int32_t nfull = w.cols_pad / 128;
@@ -57,23 +61,22 @@ BK_AVX2 void i2_row_tile(const KernelArgs& k, int32_t o, int32_t t0) {
   }
   for (int32_t g0 = 0; g0 < nfull; g0 += kGroup) {
     const int32_t g1 = g0 + kGroup < nfull ? g0 + kGroup : nfull;
-    __m256i s[TT];
-    for (int t = 0; t < TT; t++) s[t] = _mm256_setzero_si256();
+    __m256i s[TT][NA];
+    for (int t = 0; t < TT; t++)
+      for (int j = 0; j < NA; j++) s[t][j] = _mm256_setzero_si256();
     for (int32_t b = g0; b < g1; b++) {
       const __m256i wb = load256(row + b * 32);
-      const __m256i c0 = _mm256_and_si256(wb, m3);
-      const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3);
-      const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3);
-      const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3);
+      const __m256i c[4] = {_mm256_and_si256(wb, m3), _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3),
+                            _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3),
+                            _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3)};
       for (int t = 0; t < TT; t++) {
         const int8_t* a = qt[t] + b * 128;
-        s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c0, load256(a)));
-        s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c1, load256(a + 32)));
-        s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c2, load256(a + 64)));
-        s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c3, load256(a + 96)));
+        for (int p = 0; p < 4; p++)
+          s[t][p % NA] = _mm256_add_epi16(s[t][p % NA], _mm256_maddubs_epi16(c[p], load256(a + 32 * p)));
       }
     }
-    for (int t = 0; t < TT; t++) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(s[t], ones));
+    for (int t = 0; t < TT; t++)
+      for (int j = 0; j < NA; j++) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(s[t][j], ones));
   }
   if (w.cols_pad % 128) {
     // Half block: byte j holds weights j + 16k, so planes (0, 1) and (2, 3)
@@ -196,32 +199,33 @@ void rows_tiled(const KernelArgs& k, int32_t r0, int32_t r1) {
 #define BK_VNNI __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
 
 // i2_row_tile with vpdpbusd (256-bit, AVX512-VL): each code plane times the
-// activations is summed straight into int32 lanes, no int16 stage. Integer
-// sums are exact, so the result equals the AVX2 and scalar kernels' bit for bit.
+// activations is summed straight into int32 lanes, no int16 stage. With few
+// tokens the planes go to NA separate accumulators, so the loop is not one
+// chain of dependent vpdpbusd (their latency, not memory, bounded decode).
+// Integer sums are exact, so the result equals the AVX2 and scalar kernels'
+// bit for bit.
 template <int TT>
 BK_VNNI void i2_row_tile_vnni(const KernelArgs& k, int32_t o, int32_t t0) {
+  constexpr int NA = TT == 1 ? 4 : TT == 2 ? 2 : 1;
   const TernaryMatrix& w = *k.w;
   const uint8_t* row = w.data.data() + (int64_t)o * w.row_bytes;
   const int32_t nfull = w.cols_pad / 128;
   const __m256i m3 = _mm256_set1_epi8(3);
   const int8_t* qt[TT];
-  __m256i acc[TT];
+  __m256i acc[TT][NA];
   for (int t = 0; t < TT; t++) {
     qt[t] = k.q + (int64_t)(t0 + t) * k.stride;
-    acc[t] = _mm256_setzero_si256();
+    for (int j = 0; j < NA; j++) acc[t][j] = _mm256_setzero_si256();
   }
   for (int32_t b = 0; b < nfull; b++) {
     const __m256i wb = _mm256_loadu_si256((const __m256i*)(row + b * 32));
-    const __m256i c0 = _mm256_and_si256(wb, m3);
-    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3);
-    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3);
-    const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3);
+    const __m256i c[4] = {_mm256_and_si256(wb, m3), _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3),
+                          _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3),
+                          _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3)};
     for (int t = 0; t < TT; t++) {
       const int8_t* a = qt[t] + b * 128;
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c0, _mm256_loadu_si256((const __m256i*)a));
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c1, _mm256_loadu_si256((const __m256i*)(a + 32)));
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c2, _mm256_loadu_si256((const __m256i*)(a + 64)));
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c3, _mm256_loadu_si256((const __m256i*)(a + 96)));
+      for (int p = 0; p < 4; p++)
+        acc[t][p % NA] = _mm256_dpbusd_epi32(acc[t][p % NA], c[p], _mm256_loadu_si256((const __m256i*)(a + 32 * p)));
     }
   }
   if (w.cols_pad % 128) {
@@ -230,11 +234,15 @@ BK_VNNI void i2_row_tile_vnni(const KernelArgs& k, int32_t o, int32_t t0) {
     const __m256i c23 = _mm256_and_si256(join128(_mm_srli_epi16(wb, 4), _mm_srli_epi16(wb, 6)), m3);
     for (int t = 0; t < TT; t++) {
       const int8_t* a = qt[t] + nfull * 128;
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c01, _mm256_loadu_si256((const __m256i*)a));
-      acc[t] = _mm256_dpbusd_epi32(acc[t], c23, _mm256_loadu_si256((const __m256i*)(a + 32)));
+      acc[t][0] = _mm256_dpbusd_epi32(acc[t][0], c01, _mm256_loadu_si256((const __m256i*)a));
+      acc[t][NA - 1] = _mm256_dpbusd_epi32(acc[t][NA - 1], c23, _mm256_loadu_si256((const __m256i*)(a + 32)));
     }
   }
-  for (int t = 0; t < TT; t++) store_out(k, t0 + t, o, hsum_epi32(acc[t]) - k.qsum[t0 + t]);
+  for (int t = 0; t < TT; t++) {
+    __m256i sum = acc[t][0];
+    for (int j = 1; j < NA; j++) sum = _mm256_add_epi32(sum, acc[t][j]);
+    store_out(k, t0 + t, o, hsum_epi32(sum) - k.qsum[t0 + t]);
+  }
 }
 
 }  // namespace
