@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "model/gguf_model.h"
 #include "model/infer.h"
 #include "serve/serve.h"
 #include "tokenizer/chat_template.h"
@@ -80,23 +81,41 @@ static int run_serve(Args& a) {
   InferWeights* weights = nullptr;
   Tokenizer tok;
   {
-    // The latent fp32 model is only needed until the inference weights exist.
-    Model m;
     ModelSource src;
-    st = model_load_any(model_path, &m, &src);
-    if (!st.ok()) return cli_fail(a, with_context(st, "loading model " + model_path));
+    // A ternary GGUF of TQ2_0 blocks goes straight into the packed engine
+    // (no float model: a 7B file needs about its own size); anything else
+    // through a latent fp32 model, needed only until the weights exist.
+    GgufLoadInfo info;
+    if (backend != "float" && file_is_gguf(model_path)) {
+      st = gguf_load_packed(model_path, &weights, &info);
+      if (st.ok()) {
+        src.format = "gguf";
+        src.tokenizer_model = std::move(info.tokenizer_model);
+        src.warnings = std::move(info.warnings);
+        const ModelConfig& c = infer_weights_config(weights);
+        BK_LOG_INFO("serve: loaded %s straight into the packed engine (dim %d, %d layers, act_bits %d, %s embedding)",
+                    model_path.c_str(), c.dim, c.n_layers, c.act_bits, row_type_name(info.embed_type));
+      } else {
+        BK_LOG_INFO("serve: %s; loading through the float path", st.msg.c_str());
+      }
+    }
+    if (!weights) {
+      Model m;
+      st = model_load_any(model_path, &m, &src);
+      if (!st.ok()) return cli_fail(a, with_context(st, "loading model " + model_path));
+      // auto: ternary students with integer activations run on the packed
+      // 2-bit engine; float teachers (and act_bits 0) on fp32.
+      InferBackend be = INFER_FLOAT;
+      if (backend == "packed" ||
+          (backend == "auto" && m.cfg.weight_quant == WQ_TERNARY && (m.cfg.act_bits == 8 || m.cfg.act_bits == 4)))
+        be = INFER_PACKED;
+      st = infer_weights_create(&m, be, &weights, src.embed_type);
+      if (!st.ok()) return cli_fail(a, with_context(st, model_path));
+      BK_LOG_INFO("serve: loaded %s (%zu parameters, %s, act_bits %d, %s backend)", model_path.c_str(),
+                  model_num_params(m), weight_quant_name(m.cfg.weight_quant), m.cfg.act_bits,
+                  be == INFER_PACKED ? "packed" : "float");
+    }
     for (const std::string& w : src.warnings) BK_LOG_WARN("serve: %s", w.c_str());
-    // auto: ternary students with integer activations run on the packed
-    // 2-bit engine; float teachers (and act_bits 0) on fp32.
-    InferBackend be = INFER_FLOAT;
-    if (backend == "packed" ||
-        (backend == "auto" && m.cfg.weight_quant == WQ_TERNARY && (m.cfg.act_bits == 8 || m.cfg.act_bits == 4)))
-      be = INFER_PACKED;
-    st = infer_weights_create(&m, be, &weights, src.embed_type);
-    if (!st.ok()) return cli_fail(a, with_context(st, model_path));
-    BK_LOG_INFO("serve: loaded %s (%zu parameters, %s, act_bits %d, %s backend)", model_path.c_str(),
-                model_num_params(m), weight_quant_name(m.cfg.weight_quant), m.cfg.act_bits,
-                be == INFER_PACKED ? "packed" : "float");
 
     std::string tok_path = arg_str(a, "tokenizer");
     if (!tok_path.empty()) {

@@ -105,6 +105,11 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   const double qu = have_eval ? num(eval, {"quality", "untrained", "score"}) : NAN;
   const double dr_rss = have_dryrun ? num(dryrun, {"peak_rss_bytes"}) : NAN;
   const double dr_params = have_dryrun ? num(dryrun, {"params", "count"}) : NAN;
+  // The first run's decode (A8, as the dry run starts).
+  const double dr_decode = have_dryrun && dryrun.contains("runs") && dryrun["runs"].is_array() &&
+                                   !dryrun["runs"].empty()
+                               ? num(dryrun["runs"][0], {"decode", "tokens_per_s"})
+                               : NAN;
   k["teacher_quality"] = num_json(have_eval && std::isfinite(qt) ? qt : qt_base);
   k["teacher_json_validity"] =
       num_json(have_eval ? json_t : (have_baseline ? num(baseline, {"quality", "json_validity"}) : NAN));
@@ -291,7 +296,8 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
     else if (s.name == "eval" && n.contains("student_quality"))
       note = "student " + fmt(qs) + " vs teacher " + fmt(qt) + ", QEI " + fmt(qei);
     else if (s.name == "dryrun" && have_dryrun)
-      note = params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss);
+      note = params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss) +
+             (std::isfinite(dr_decode) ? ", decode " + fmt(dr_decode, "%.1f") + " tok/s" : "");
     if (s.status == "failed") note = "see " + s.log;
     if (s.status == "not_needed") note = s.detail;
     std::string time = s.status == "skipped" ? "(" + fmt_duration(s.recorded_duration_s) + ")" : fmt_duration(s.duration_s);

@@ -411,10 +411,11 @@ Status report_write(const ReportPaths& p, ReportResult* out) {
   if (have_dry) {
     h += "<p>" + num(get(dry, {"params", "count"}) / 1e9, "%.2f") + "B parameters in packed ternary weights; peak RSS <b>" +
          num(get(dry, {"peak_rss_bytes"}) / (1024.0 * 1024 * 1024), "%.2f") + " GiB</b>.</p>\n<table><tr><th>run</th>"
-         "<th>time (s)</th><th>tokens/s</th></tr>\n";
+         "<th>forward time (s)</th><th>forward tokens/s</th><th>decode tokens/s</th></tr>\n";
     for (const json& r : dry.value("runs", json::array()))
       h += "<tr><td>" + esc(r.value("name", std::string())) + "</td><td>" + num(get(r, {"time_s"}), "%.2f") + "</td><td>" +
-           num(get(r, {"tokens_per_s"}), "%.2f") + "</td></tr>\n";
+           num(get(r, {"tokens_per_s"}), "%.2f") + "</td><td>" + num(get(r, {"decode", "tokens_per_s"}), "%.2f") +
+           "</td></tr>\n";
     h += "</table>\n";
   } else {
     h += missing_box(dry_path + " (the dryrun stage writes it)");

@@ -396,6 +396,50 @@ TEST(Serve, EchoScoresTheGivenText) {
   EXPECT_EQ(bad.status, 400) << bad.body;
 }
 
+// A ternary student exported as TQ2_0 (rows of 256, F32 embedding) is served
+// straight from the file's blocks (no float model) and answers exactly as its
+// checkpoint, logprobs included.
+TEST(Serve, TernaryGgufServedFromItsBlocks) {
+  TinyModel tm;
+  make_tiny_model("serve_tq2_gguf", &tm);
+  if (HasFatalFailure()) return;
+  const std::string common = " --env-file " + q(tm.dir + "/none.env") + " --artifacts " + q(tm.dir + "/art") +
+                             " --threads 1 --log-level WARNING";
+  std::string out;
+  int rc = bk_test::run_command(bk_test::bitkd_exe() + " pretrain --data " + q(tm.dir + "/corpus.jsonl") +
+                                    " --tokenizer " + q(tm.tokenizer) +
+                                    " --dim 256 --layers 1 --heads 4 --head-dim 64 --ffn 512 --weight-quant ternary"
+                                    " --act-bits 8 --seq 64 --batch 4 --steps 4 --lr 3e-3 --warmup 0"
+                                    " --checkpoint-interval 0 --out " +
+                                    q(tm.dir + "/student") + common + " > /dev/null",
+                                &out);
+  ASSERT_EQ(rc, 0) << out;
+  TinyModel student = tm, gguf = tm;
+  student.checkpoint = tm.dir + "/student/mini_bitnet_step_4.safetensors";
+  gguf.checkpoint = tm.dir + "/student.gguf";
+  rc = bk_test::run_command(bk_test::bitkd_exe() + " export --model " + q(student.checkpoint) + " --tokenizer " +
+                                q(tm.tokenizer) + " --type tq2_0 --embed-type f32 --out " + q(gguf.checkpoint) + common,
+                            &out);
+  ASSERT_EQ(rc, 0) << out;
+  const std::string body = R"({"prompt": "list 3 red", "max_tokens": 6, "temperature": 0, "logprobs": 3})";
+  json answers[2];
+  std::string logs[2];
+  const TinyModel* models[2] = {&student, &gguf};
+  for (int i = 0; i < 2; i++) {
+    Server srv;
+    start_server(*models[i], {"--backend", "packed"}, {}, &srv);
+    if (HasFatalFailure()) return;
+    Reply r = post(srv.port, "/v1/completions", body);
+    EXPECT_EQ(stop_server(&srv, SIGTERM), 0);
+    ASSERT_EQ(r.status, 200) << r.body;
+    answers[i] = r.j["choices"][0];
+    logs[i] = read_file(srv.log_path);
+  }
+  EXPECT_NE(logs[1].find("straight into the packed engine"), std::string::npos) << logs[1];
+  EXPECT_EQ(answers[0]["text"], answers[1]["text"]);
+  EXPECT_EQ(answers[0]["logprobs"], answers[1]["logprobs"]);
+}
+
 TEST(Serve, ApiKeyAndSigint) {
   TinyModel m;
   ASSERT_NO_FATAL_FAILURE(make_tiny_model("serve_auth", &m));

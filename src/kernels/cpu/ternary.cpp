@@ -55,7 +55,6 @@ bool use_avx2() { return simd_level() >= TERNARY_SIMD_AVX2; }
 }  // namespace
 
 void ternary_limit_simd(TernarySimd cap) { g_simd_cap.store(cap, std::memory_order_relaxed); }
-TernarySimd ternary_simd() { return simd_level(); }
 TernarySimd ternary_cpu_simd() { return cpu_simd(); }
 const char* ternary_backend() {
   switch (simd_level()) {

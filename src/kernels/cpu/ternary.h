@@ -129,7 +129,6 @@ enum TernarySimd : int {
   TERNARY_SIMD_AVX512VNNI = 2,
 };
 void ternary_limit_simd(TernarySimd cap);  // TERNARY_SIMD_AVX512VNNI: no cap
-TernarySimd ternary_simd();                // the level in use
 TernarySimd ternary_cpu_simd();            // what the CPU supports
 const char* ternary_backend();             // "avx512vnni", "avx2" or "scalar"
 
