@@ -81,6 +81,7 @@ static int run_teacher(Args& a) {
   info.base_url = redact_secret(provider_safe_url(rs.base_url), rs.api_key);
   info.api = provider_api_name(rs.api);
   info.template_text = template_unescape(config_str(c, "TEMPLATE"));
+  info.prompt_prefix = rs.prompt_prefix;
   info.prompts_source = prompts_desc;
   info.prompts_hash = phash;
   std::string ckpt = config_str(c, "TEACHER_CHECKPOINT");

@@ -97,6 +97,10 @@ static const std::vector<ConfigVar> k_vars = {
     {"TEACHER_INSTRUCTION", "", "teacher",
      "System message sent before every prompt to a chat-API teacher (baseline and teacher_sample traces), e.g. to ask "
      "for the bare answer; recorded in the baseline and hashed into template_hash (\\n escapes; empty: none)"},
+    {"TEACHER_PROMPT_PREFIX", "", "teacher",
+     "TEACHER_API=native only: text put before every raw prompt sent to llama.cpp; ' ' (one space) makes llama.cpp "
+     "tokenize prompts for a GGUF that bitkd exported exactly as bitkd does (docs/gguf.md); recorded in the baseline and "
+     "hashed into template_hash (\\n escapes; empty: none)"},
     {"TOKENIZER_NAME", "", "collect", "Student SentencePiece tokenizer.model (empty: <artifacts>/tokenizer/tokenizer.model, which the pipeline trains)"},
     {"TEACHER_TOKENIZER", "", "collect", "Teacher SentencePiece tokenizer.model for a local teacher"},
     {"TOKENIZER_VOCAB_SIZE", "2048", "collect", "Vocabulary size for `bitkd tokenizer train`"},

@@ -172,8 +172,10 @@ std::string baseline_report_json(const BaselineInfo& info, const BaselineOptions
   j["instruction"] = opt.instruction;
   if (!info.api.empty())
     j["prompt_format"] = info.api == "completions" || info.api == "native"
-                             ? "raw: TEMPLATE rendered by bitkd"
+                             ? std::string("raw: TEMPLATE rendered by bitkd") +
+                                   (info.prompt_prefix.empty() ? "" : ", after TEACHER_PROMPT_PREFIX")
                              : "chat messages: the server applies its own chat template";
+  if (!info.prompt_prefix.empty()) j["prompt_prefix"] = info.prompt_prefix;
   j["memory_teacher_constant"] = info.memory_bytes > 0 ? json(info.memory_bytes) : json(nullptr);
   json ec;
   ec["temperature"] = opt.temperature;

@@ -56,6 +56,7 @@ Status baseline_run(ProviderClient* client, const std::vector<PromptItem>& promp
 struct BaselineInfo {
   std::string provider, model, base_url, api;
   std::string template_text;
+  std::string prompt_prefix;    // TEACHER_PROMPT_PREFIX (native route), "" = none
   double memory_bytes = 0;      // memory_teacher_constant (0: unknown, written as null)
   std::string memory_source;    // "measured: ...", "declared: TEACHER_MEMORY_GB=..." or "unknown: ..."
   std::string prompts_source;   // prompts_load's description

@@ -436,14 +436,16 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
   meta.extra = {{"bitkd_provider", ps.provider},
                 {"bitkd_teacher_api", provider_api_name(ps.api)},
                 {"bitkd_prompt_format", provider_api_takes_raw_prompt(ps.api) || opt.source != "teacher_sample"
-                                            ? "raw: TEMPLATE rendered by bitkd"
+                                            ? std::string("raw: TEMPLATE rendered by bitkd") +
+                                                  (ps.prompt_prefix.empty() ? "" : ", after TEACHER_PROMPT_PREFIX")
                                             : "chat messages: the server applies its own chat template"},
                 {"bitkd_top_logprobs", std::to_string(opt.top_logprobs)},
                 {"bitkd_max_tokens", std::to_string(opt.max_tokens)},
                 {"bitkd_collect_shard", std::to_string(opt.shard_i) + "/" + std::to_string(opt.shard_n)}};
-  // The instruction changes what a chat teacher answers: part of the hash.
+  // The instruction and a prompt prefix change what the teacher answers: part of the hash.
   const std::string template_hash =
-      sha256_hex(opt.instruction.empty() ? opt.template_text : opt.template_text + "\n[instruction]\n" + opt.instruction);
+      sha256_hex(opt.template_text + (opt.instruction.empty() ? "" : "\n[instruction]\n" + opt.instruction) +
+                 (ps.prompt_prefix.empty() ? "" : "\n[prompt_prefix]\n" + ps.prompt_prefix));
 
   // What is committed already (every group), and whether it belongs with this run.
   std::map<int64_t, std::string> committed;

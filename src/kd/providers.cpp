@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timing.h"
+#include "tokenizer/chat_template.h"
 
 namespace bk {
 
@@ -161,6 +162,11 @@ Status provider_resolve(const Config& c, ProviderSettings* out) {
     BK_TRY(config_bool(c, "GEMINI_LOGPROBS", &gl));
     if (gl) s.logprobs_supported = true, s.logprobs_reason.clear();
   }
+  s.prompt_prefix = template_unescape(config_str(c, "TEACHER_PROMPT_PREFIX"));
+  if (!s.prompt_prefix.empty() && s.api != API_LLAMACPP)
+    return errorf("TEACHER_PROMPT_PREFIX is for llama.cpp's native route only (TEACHER_PROVIDER=llamacpp "
+                  "TEACHER_API=native); unset it for provider %s with TEACHER_API=%s",
+                  name.c_str(), provider_api_name(s.api));
   // OpenAI's legacy Completions return at most 5 candidates per position.
   s.max_top_logprobs = (s.api == API_COMPLETIONS && name == "openai") ? 5 : 20;
 
@@ -502,7 +508,7 @@ static std::string build_body(const ProviderSettings& s, const CompletionRequest
       std::string prompt = r.prompt;
       if (prompt.empty())
         for (const ChatTurn& m : r.messages) prompt += m.content;
-      b["prompt"] = prompt;
+      b["prompt"] = s.prompt_prefix + prompt;
       b["n_predict"] = r.max_tokens;
       b["temperature"] = r.temperature;
       b["top_p"] = r.top_p;

@@ -49,6 +49,8 @@ struct ProviderSettings {
   bool logprobs_supported = true;
   std::string logprobs_reason;
   int max_top_logprobs = 20;
+  // API_LLAMACPP: text before every raw prompt (TEACHER_PROMPT_PREFIX; see config).
+  std::string prompt_prefix;
   // Transport policy.
   double timeout_s = 120;      // per attempt
   int max_retries = 5;         // retries after the first attempt

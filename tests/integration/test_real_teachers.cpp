@@ -206,7 +206,8 @@ TEST(RealTeachers, EachProviderShapeIsScoredOnItsAnswersAndSaysWhereQeiMemoryCam
        "chat messages"},
       {"vllm", "TEACHER_PROVIDER=vllm VLLM_BASE_URL=" + url + "/v1 VLLM_MODEL=vllm-stand-in TEACHER_API=completions",
        "raw"},
-      {"llamacpp", "TEACHER_PROVIDER=llamacpp LLAMACPP_BASE_URL=" + url + "/v1 TEACHER_API=native", "raw"},
+      {"llamacpp", "TEACHER_PROVIDER=llamacpp LLAMACPP_BASE_URL=" + url + "/v1 TEACHER_API=native TEACHER_PROMPT_PREFIX=' '",
+       "raw"},
   };
   for (const Teacher& t : teachers) {
     SCOPED_TRACE(t.name);
@@ -227,6 +228,9 @@ TEST(RealTeachers, EachProviderShapeIsScoredOnItsAnswersAndSaysWhereQeiMemoryCam
     EXPECT_EQ(b["quality"]["per_task"]["sort"]["score"], 0.0);
     EXPECT_EQ(b["quality"]["json_validity"], 1.0);
     EXPECT_EQ(b["prompt_format"].get<std::string>().rfind(t.prompt_format, 0), 0u) << b["prompt_format"];
+    if (std::string(t.name) == "llamacpp") {
+      EXPECT_EQ(b["prompt_prefix"], " ");  // recorded with the baseline
+    }
     const std::string src = b["memory_teacher_source"];
     if (std::string(t.name) == "openai") {
       EXPECT_EQ(src, "declared: TEACHER_MEMORY_GB=140");
@@ -247,6 +251,7 @@ TEST(RealTeachers, EachProviderShapeIsScoredOnItsAnswersAndSaysWhereQeiMemoryCam
       if (r.contains("messages") && r["messages"][0]["role"] == "system") saw_system = true;
       if (r.contains("n_predict")) {
         EXPECT_NE(r["prompt"].get<std::string>().find("<|assistant|>"), std::string::npos) << r;
+        EXPECT_EQ(r["prompt"].get<std::string>().rfind(" <|user|>", 0), 0u) << "TEACHER_PROMPT_PREFIX first: " << r;
         EXPECT_FALSE(r.contains("n_probs")) << "the baseline asks for no logprobs";
         saw_raw = true;
       }

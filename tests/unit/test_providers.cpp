@@ -477,6 +477,15 @@ TEST(Providers, ResolvesFromConfig) {
   EXPECT_TRUE(s.logprobs_supported);
   c = config_with({{"TEACHER_PROVIDER", "myserver"}});
   EXPECT_FALSE(bk::provider_resolve(c, &s).ok());
+
+  // A prompt prefix belongs to llama.cpp's native route only.
+  c = config_with({{"TEACHER_PROVIDER", "llamacpp"}, {"TEACHER_API", "native"}, {"TEACHER_PROMPT_PREFIX", " "}});
+  ASSERT_TRUE(bk::provider_resolve(c, &s).ok());
+  EXPECT_EQ(s.prompt_prefix, " ");
+  c = config_with({{"TEACHER_PROVIDER", "vllm"}, {"TEACHER_API", "completions"}, {"TEACHER_PROMPT_PREFIX", " "}});
+  st = bk::provider_resolve(c, &s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.msg.find("TEACHER_API=native"), std::string::npos) << st.msg;
 }
 
 TEST(Providers, KdRefusedBeforeAnyRequestForProvidersWithoutLogprobs) {
@@ -741,6 +750,14 @@ TEST(Providers, LlamaCppNativeRouteBothProbabilityShapes) {
     json body = json::parse(fs.bodies.back());
     EXPECT_EQ(body["prompt"], q.prompt);
     EXPECT_EQ(body["n_predict"], 8);
+    // TEACHER_PROMPT_PREFIX goes before the rendered prompt.
+    bk::ProviderSettings sp = s;
+    sp.prompt_prefix = " ";
+    bk::ProviderClient cp;
+    ASSERT_TRUE(bk::provider_client_init(&cp, sp).ok());
+    bk::CompletionResult rp;
+    ASSERT_TRUE(bk::provider_complete(&cp, q, &rp).ok());
+    EXPECT_EQ(json::parse(fs.bodies.back())["prompt"], " " + q.prompt);
     EXPECT_EQ(body["n_probs"], 2);
     EXPECT_EQ(body["post_sampling_probs"], false);
     EXPECT_EQ(r.text, " 42");
