@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/half.h"
+#include "core/ternary_block.h"
 #include "core/version.h"
 #include "kernels/cpu/kernels.h"
 #include "model/infer_impl.h"
@@ -695,10 +696,12 @@ Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info) {
 // ---- straight into packed inference weights ---------------------------------------
 namespace {
 
-// A TQ2_0 projection [rows, cols] into an I2 matrix by copying each block's 64
-// bytes of codes (core/ternary_block.h: the same layout); gamma = the blocks'
-// one scale d times the tensor's .scale. permute_heads > 0 undoes llama's
-// q/k row permutation (rows are moved whole, so the codes are unchanged).
+// A TQ2_0 or TQ1_0 projection [rows, cols] into an I2 matrix: TQ2_0 by
+// copying each block's 64 bytes of codes (core/ternary_block.h: the same
+// layout), TQ1_0 by decoding each block's trits and packing them (1.6 bits in
+// the file, 2 in memory, for the faster kernels). gamma = the blocks' one
+// scale d times the tensor's .scale. permute_heads > 0 undoes llama's q/k row
+// permutation (rows are moved whole, so the codes are unchanged).
 Status packed_projection(const GgufFile& f, const std::string& name, const std::string& scale_name, int rows,
                          int cols, int permute_heads, int head_dim, TernaryMatrix* out) {
   const GgufTensorInfo* t = gguf_find_tensor(f, name);
@@ -706,17 +709,19 @@ Status packed_projection(const GgufFile& f, const std::string& name, const std::
   if (!(t->ne.size() == 2 && t->ne[0] == cols && t->ne[1] == rows))
     return errorf("%s: tensor '%s' has the wrong shape for this config (expected {%d, %d})", f.path.c_str(),
                   name.c_str(), cols, rows);
-  if (t->type != GGML_TYPE_TQ2_0 || cols % kQK_K != 0)
-    return errorf("%s: tensor '%s' is %s with rows of %d; loading straight into the packed engine needs TQ2_0 "
-                  "(rows a multiple of 256): load it through the float path (bitkd serve/eval do) or convert it "
-                  "with llama-quantize --allow-requantize ... TQ2_0",
+  const bool tq2 = t->type == GGML_TYPE_TQ2_0;
+  if ((!tq2 && t->type != GGML_TYPE_TQ1_0) || cols % kQK_K != 0)
+    return errorf("%s: tensor '%s' is %s with rows of %d; loading straight into the packed engine needs TQ2_0 or "
+                  "TQ1_0 (rows a multiple of 256): load it through the float path (bitkd serve and eval fall back "
+                  "to it) or convert it with llama-quantize --allow-requantize ... TQ2_0",
                   f.path.c_str(), name.c_str(), ggml_type_name(t->type), cols);
   const uint8_t* src = gguf_tensor_data(f, *t);
-  const int64_t bs = ggml_type_size(GGML_TYPE_TQ2_0), nb = cols / kQK_K;  // 66 bytes: 64 of codes, f16 d
+  const int64_t bs = ggml_type_size(t->type), nb = cols / kQK_K;
+  const int64_t d_at = bs - 2;  // both block types end with their f16 scale
   uint16_t d0;
-  memcpy(&d0, src + 64, 2);
+  memcpy(&d0, src + d_at, 2);
   for (int64_t b = 1; b < (int64_t)rows * nb; b++)
-    if (memcmp(src + b * bs + 64, &d0, 2) != 0)
+    if (memcmp(src + b * bs + d_at, &d0, 2) != 0)
       return errorf("%s: tensor '%s' has blocks with different scales; bitkd's packed engine keeps one scale per "
                     "tensor: load it through the float path, which averages them and says so",
                     f.path.c_str(), name.c_str());
@@ -739,6 +744,8 @@ Status packed_projection(const GgufFile& f, const std::string& name, const std::
   out->gamma = gamma;
   out->data.resize((size_t)rows * out->row_bytes);
   const int half = head_dim / 2;
+  int8_t codes[kQK_K];
+  uint16_t d;
   for (int r = 0; r < rows; r++) {
     int from = r;  // the file's row for bitkd's row r
     if (permute_heads > 0) {
@@ -746,8 +753,16 @@ Status packed_projection(const GgufFile& f, const std::string& name, const std::
       from = h * head_dim + 2 * (rem % half) + rem / half;
     }
     const uint8_t* s = src + (int64_t)from * nb * bs;
-    uint8_t* d = out->data.data() + (size_t)r * out->row_bytes;
-    for (int64_t b = 0; b < nb; b++) memcpy(d + b * 64, s + b * bs, 64);
+    uint8_t* dst = out->data.data() + (size_t)r * out->row_bytes;
+    for (int64_t b = 0; b < nb; b++) {
+      if (tq2) {
+        memcpy(dst + b * 64, s + b * bs, 64);
+      } else {
+        tq1_0_unpack_block(s + b * bs, codes, &d);
+        i2_block_pack(codes, 32, dst + b * 64);
+        i2_block_pack(codes + 128, 32, dst + b * 64 + 32);
+      }
+    }
   }
   gguf_release_tensor(f, *t);
   return ok_status();

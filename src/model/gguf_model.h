@@ -99,9 +99,10 @@ struct GgufLoadInfo {
 Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info);
 Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info);
 
-// Loads a ternary .gguf (TQ2_0 projections with one block scale per tensor,
-// as bitkd and llama-quantize write them) straight into packed inference
-// weights: each block's 2-bit codes are copied into I2 rows, token_embd (and
+// Loads a ternary .gguf (TQ2_0 or TQ1_0 projections with one block scale per
+// tensor, as bitkd and llama-quantize write them) straight into packed
+// inference weights: each TQ2_0 block's 2-bit codes are copied into I2 rows
+// (TQ1_0 trits decoded and packed the same way), token_embd (and
 // output) keep their type (rows.h), and no float copy of a projection is
 // made. The file is mapped and each tensor's pages released once copied, so
 // peak memory is about the packed weights (a 7B model fits in under 3 GiB).

@@ -531,8 +531,8 @@ TEST(GgufModel, TernaryWithoutSublnUsesLlamaArch) {
 
 // The packed engine from a GGUF's blocks (no float model) holds the same
 // weights as the float path's load-then-pack: the same bytes and bit-identical
-// logits, for bitnet (scale tensors) and llama (fp16 block scales, permuted
-// q/k rows) files, with F16 and F32 embeddings.
+// logits, for bitnet (TQ2_0, scale tensors) and llama (TQ1_0, fp16 block
+// scales, permuted q/k rows) files, with F16 and F32 embeddings.
 TEST(GgufModel, PackedLoadEqualsLoadThenPack) {
   const std::string dir = bk_test::scratch_dir("gguf_packed_load");
   for (bool subln : {true, false})
@@ -542,6 +542,8 @@ TEST(GgufModel, PackedLoadEqualsLoadThenPack) {
       init_model(&m, small_cfg(true, subln, FFN_SWIGLU), 21);
       GgufExportOptions opt;
       opt.embed_f32 = embed_f32;
+      // TQ1_0 for the llama files: its trits are decoded into the same I2 rows.
+      opt.weights = subln ? GGUF_W_TQ2_0 : GGUF_W_TQ1_0;
       GgufExportReport rep;
       const std::string path = dir + "/m.gguf";
       ASSERT_TRUE(gguf_export_model(m, opt, path, &rep).ok());
@@ -575,19 +577,19 @@ TEST(GgufModel, PackedLoadEqualsLoadThenPack) {
       infer_weights_destroy(a);
       infer_weights_destroy(b);
     }
-  // Projections that are not TQ2_0 are refused with the tensor named.
+  // Projections that are neither TQ2_0 nor TQ1_0 are refused with the tensor named.
   Model m;
   init_model(&m, small_cfg(true, true, FFN_SWIGLU), 22);
   GgufExportOptions opt;
-  opt.weights = GGUF_W_TQ1_0;
+  opt.weights = GGUF_W_F16;
   GgufExportReport rep;
-  ASSERT_TRUE(gguf_export_model(m, opt, dir + "/tq1.gguf", &rep).ok());
+  ASSERT_TRUE(gguf_export_model(m, opt, dir + "/f16.gguf", &rep).ok());
   InferWeights* w = nullptr;
   GgufLoadInfo info;
-  Status st = gguf_load_packed(dir + "/tq1.gguf", &w, &info);
+  Status st = gguf_load_packed(dir + "/f16.gguf", &w, &info);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.msg.find("blk.0.attn_q.weight"), std::string::npos) << st.msg;
-  EXPECT_NE(st.msg.find("tq1_0"), std::string::npos) << st.msg;
+  EXPECT_NE(st.msg.find("f16"), std::string::npos) << st.msg;
   EXPECT_EQ(w, nullptr);
 }
 
