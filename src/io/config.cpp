@@ -143,6 +143,9 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_SHUFFLE_BUFFER", "1024", "train", "Examples in the loader's shuffle buffer (<= 1: file order)"},
     {"STUDENT_INIT", "", "train", "Float model (checkpoint or GGUF) the student starts from: its shape and weights, ternarized (needs its tokenizer); empty: random init"},
     {"KD_SOURCES", "", "train", "Trace sources to train on, comma-separated: teacher_sample, reference, on_policy (empty: all in the data)"},
+    {"KD_SOURCE_WEIGHTS", "", "train",
+     "How often each trace source's examples are used per epoch, e.g. reference=1,on_policy=2 (0.5: about half of "
+     "them, drawn per epoch; sources not named: 1)"},
     {"KD_SAMPLE_MIN_SCORE", "-1", "train", "Drop teacher samples the task scorer gives less than this (e.g. 1: only correct ones; below 0: keep all)"},
     {"KD_PACK", "0", "train", "0 only for now: one example per sequence, padded (1, packing several, is refused)"},
     {"KD_SKIP_BAD_ROWS", "1", "train", "Skip and count bad KD rows and prompts (0: stop at the first)"},

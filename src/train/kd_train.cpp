@@ -45,6 +45,8 @@ std::string loader_stats_json(const LoaderStats& st) {
   j["prompts"] = st.prompts;
   j["prompts_used"] = st.prompts_used;
   j["prompts_filtered"] = st.prompts_filtered;
+  j["examples_repeated"] = st.examples_repeated;
+  j["examples_weighted_out"] = st.examples_weighted_out;
   j["prompts_missing_row"] = st.prompts_missing_row;
   j["prompts_no_target"] = st.prompts_no_target;
   j["prompts_error"] = st.prompts_error;

@@ -462,12 +462,41 @@ TEST(Loader, SourcesScoresAndOnPolicyExamples) {
   EXPECT_EQ(st.examples, 10 + 10);
   EXPECT_EQ(st.prompts_filtered, 10);
 
+  // KD_SOURCE_WEIGHTS: on-policy examples twice per epoch; teacher samples
+  // about half of them, the same half whenever the draw is repeated.
+  o.sample_min_score = -1;
+  o.source_weights = {{"on_policy", 2.0}};
+  drain(o, 1000, &st);
+  EXPECT_EQ(st.examples, 20 + 2 * 10);
+  EXPECT_EQ(st.examples_repeated, 10);
+  o.source_weights = {{"teacher_sample", 0.5}};
+  drain(o, 1000, &st);
+  EXPECT_EQ(st.examples + st.examples_weighted_out, 30);
+  EXPECT_GT(st.examples_weighted_out, 0);
+  EXPECT_LT(st.examples_weighted_out, 20);
+  LoaderStats again;
+  drain(o, 1000, &again);
+  EXPECT_EQ(again.examples, st.examples);
+
   Config c;
   ASSERT_TRUE(config_load(&c, "", {{"KD_SOURCES", "reference,bogus"}}).ok());
   LoaderOptions bad;
   Status s = loader_options_from_config(c, &bad);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.msg.find("'bogus' is not a trace source"), std::string::npos) << s.msg;
+  Config w;
+  ASSERT_TRUE(config_load(&w, "", {{"KD_SOURCE_WEIGHTS", "on_policy=2, reference=0.5"}}).ok());
+  s = loader_options_from_config(w, &bad);
+  EXPECT_FALSE(s.ok()) << "' reference' is not a source name";
+  ASSERT_TRUE(config_load(&w, "", {{"KD_SOURCE_WEIGHTS", "on_policy=2,reference=0.5"}}).ok());
+  ASSERT_TRUE(loader_options_from_config(w, &bad).ok());
+  ASSERT_EQ(bad.source_weights.size(), 2u);
+  EXPECT_EQ(bad.source_weights[1].first, "reference");
+  EXPECT_EQ(bad.source_weights[1].second, 0.5);
+  ASSERT_TRUE(config_load(&w, "", {{"KD_SOURCE_WEIGHTS", "reference=lots"}}).ok());
+  s = loader_options_from_config(w, &bad);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.msg.find("reference=0.5"), std::string::npos) << s.msg;
 }
 
 // Settings that would otherwise be accepted and ignored are refused, and the

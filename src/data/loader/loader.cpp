@@ -17,12 +17,13 @@ std::string loader_stats_line(const LoaderStats& s) {
   char buf[1024];
   snprintf(buf, sizeof buf,
            "shards=%lld epochs=%lld step_rows=%lld bad_step_rows=%lld prompt_rows=%lld bad_prompt_rows=%lld "
-           "prompts=%lld used=%lld filtered=%lld missing_row=%lld no_target=%lld error=%lld split=%lld offsets_derived=%lld "
+           "prompts=%lld used=%lld filtered=%lld repeated=%lld weighted_out=%lld missing_row=%lld no_target=%lld error=%lld split=%lld offsets_derived=%lld "
            "tokenizer_mismatch_shards=%lld steps=%lld aligned=%lld invalid=%lld unaligned=%lld duplicate=%lld "
            "truncated=%lld bad_ids=%lld kd_positions=%lld ce_positions=%lld examples=%lld batches=%lld",
            (long long)s.shards_opened, (long long)s.epochs_completed, (long long)s.step_rows,
            (long long)s.bad_step_rows, (long long)s.prompt_rows, (long long)s.bad_prompt_rows, (long long)s.prompts,
-           (long long)s.prompts_used, (long long)s.prompts_filtered, (long long)s.prompts_missing_row, (long long)s.prompts_no_target,
+           (long long)s.prompts_used, (long long)s.prompts_filtered, (long long)s.examples_repeated,
+           (long long)s.examples_weighted_out, (long long)s.prompts_missing_row, (long long)s.prompts_no_target,
            (long long)s.prompts_error, (long long)s.prompts_split, (long long)s.offsets_derived,
            (long long)s.tokenizer_mismatch_shards, (long long)s.align.steps, (long long)s.align.steps_aligned,
            (long long)s.align.steps_invalid, (long long)s.align.steps_unaligned, (long long)s.align.steps_duplicate,
@@ -200,9 +201,18 @@ bool finished_reason(const std::string& r) {
   return r == "stop" || r == "eos" || r == "end_turn" || r == "stop_sequence" || r == "eos_token";
 }
 
-// Aligns one prompt's steps. *got false: skipped (counted).
-Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample* ex, bool* got) {
+// The KD_SOURCE_WEIGHTS weight of a source (1 when not named).
+double source_weight(const LoaderOptions& o, const std::string& source) {
+  for (const auto& sw : o.source_weights)
+    if (sw.first == source) return sw.second;
+  return 1.0;
+}
+
+// Aligns one prompt's steps. *got false: skipped (counted). *weight: its
+// source's weight (KD_SOURCE_WEIGHTS).
+Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample* ex, bool* got, double* weight) {
   *got = false;
+  *weight = 1.0;
   L->stats.prompts++;
   const int64_t idx = steps[0].prompt_idx;
   if (!L->seen_prompts.insert(idx).second) L->stats.prompts_split++;
@@ -228,6 +238,7 @@ Status make_example(KdLoaderImpl* L, std::vector<KdStep>& steps, AlignedExample*
       return ok_status();
     }
     on_policy = p.source == "on_policy";
+    *weight = source_weight(L->opt, p.source);
     in.rendered_prompt = p.rendered_prompt.empty() ? p.prompt_text : p.rendered_prompt;
     in.response = p.response_text.empty() ? concat : p.response_text;
     in.finished = finished_reason(p.finish_reason);
@@ -305,8 +316,23 @@ Status take_example(KdLoaderImpl* L, AlignedExample* ex, bool* got) {
     }
     AlignedExample e;
     bool ok = false;
-    BK_TRY(make_example(L, group, &e, &ok));
-    if (ok) L->buffer.push_back(std::move(e));
+    double w = 1.0;
+    BK_TRY(make_example(L, group, &e, &ok, &w));
+    if (!ok) continue;
+    // floor(w) copies, one more with probability frac(w): a draw from
+    // (seed, epoch, prompt_idx), the same whatever came before it.
+    int copies = (int)std::floor(w);
+    const double frac = w - std::floor(w);
+    if (frac > 0) {
+      Rng r;
+      rng_seed(&r, L->opt.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(L->epoch + 1)) ^
+                       (0xc2b2ae3d27d4eb4fULL * (uint64_t)(group[0].prompt_idx + 1)));
+      if (rng_uniform_f64(&r) < frac) copies++;
+    }
+    if (copies == 0) L->stats.examples_weighted_out++;
+    if (copies > 1) L->stats.examples_repeated += copies - 1;
+    for (int k = 1; k < copies; k++) L->buffer.push_back(e);
+    if (copies > 0) L->buffer.push_back(std::move(e));
   }
   if (L->buffer.empty()) return ok_status();
   size_t i = cap > 1 ? (size_t)rng_below(&L->rng, L->buffer.size()) : 0;
@@ -465,6 +491,27 @@ Status loader_options_from_config(const Config& c, LoaderOptions* o) {
     at = comma + 1;
   }
   BK_TRY(config_double(c, "KD_SAMPLE_MIN_SCORE", &o->sample_min_score));
+  // KD_SOURCE_WEIGHTS: source=weight pairs, comma-separated.
+  o->source_weights.clear();
+  const std::string sw = config_str(c, "KD_SOURCE_WEIGHTS");
+  for (size_t at = 0; at <= sw.size();) {
+    size_t comma = sw.find(',', at);
+    if (comma == std::string::npos) comma = sw.size();
+    const std::string one = sw.substr(at, comma - at);
+    at = comma + 1;
+    if (one.empty()) continue;
+    const size_t eq = one.find('=');
+    const std::string name = one.substr(0, eq);
+    char* end = nullptr;
+    const double w = eq == std::string::npos ? NAN : std::strtod(one.c_str() + eq + 1, &end);
+    if (name != "teacher_sample" && name != "reference" && name != "on_policy")
+      return errorf("KD_SOURCE_WEIGHTS=%s: '%s' is not a trace source (teacher_sample, reference, on_policy)",
+                    sw.c_str(), name.c_str());
+    if (!std::isfinite(w) || w < 0 || w > 100 || (end && *end))
+      return errorf("KD_SOURCE_WEIGHTS=%s: the weight of %s must be a number from 0 to 100 (e.g. %s=0.5)", sw.c_str(),
+                    name.c_str(), name.c_str());
+    o->source_weights.push_back({name, w});
+  }
   return ok_status();
 }
 

@@ -45,6 +45,11 @@ struct LoaderOptions {
   // Teacher samples the task scorer gave less than this are dropped (NaN
   // scores, i.e. no scorer, are kept); below 0: keep every sample.
   double sample_min_score = -1;
+  // How often each source's examples are used per epoch (KD_SOURCE_WEIGHTS):
+  // weight w gives floor(w) copies of an example plus one more with
+  // probability frac(w), drawn from (seed, epoch, prompt_idx), so 0.5 keeps
+  // about half of them and 2 shows each twice. Sources not named: 1.
+  std::vector<std::pair<std::string, double>> source_weights;
   // CE weights per position (see AlignOptions); max_seq_len/max_topk above win.
   AlignOptions align;
 };
@@ -84,6 +89,8 @@ struct LoaderStats {
   int64_t prompts_no_target = 0;    // nothing to learn inside max_seq_len (prompt too long, empty)
   int64_t prompts_error = 0;        // alignment failed
   int64_t prompts_filtered = 0;     // left out by the source or score filter
+  int64_t examples_repeated = 0;    // extra copies from KD_SOURCE_WEIGHTS > 1
+  int64_t examples_weighted_out = 0;  // left out by KD_SOURCE_WEIGHTS < 1 (this epoch's draw)
   int64_t prompts_split = 0;        // a prompt_idx whose steps are not contiguous in its shard
   int64_t offsets_derived = 0;      // prompts whose byte offsets came from the sampled texts
   int64_t tokenizer_mismatch_shards = 0;
@@ -98,7 +105,7 @@ struct Config;
 // Options from the configuration: KD_DATA_PATH (else DATA_DIR), TRAIN_BATCH_SIZE,
 // MAX_SEQ_LEN, MAX_TOPK, SEED, KD_SHUFFLE_BUFFER, KD_PACK, KD_SKIP_BAD_ROWS,
 // KD_ALLOW_TOKENIZER_MISMATCH, KD_CE_WEIGHT, FORMAT_LOSS_WEIGHT, KD_PLAIN_CE_WEIGHT,
-// KD_SOURCES, KD_SAMPLE_MIN_SCORE.
+// KD_SOURCES, KD_SAMPLE_MIN_SCORE, KD_SOURCE_WEIGHTS.
 Status loader_options_from_config(const Config& c, LoaderOptions* o);
 
 struct KdLoaderImpl;
