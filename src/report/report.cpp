@@ -86,7 +86,18 @@ std::vector<double> ticks(double lo, double hi) {
   return t;
 }
 
-constexpr double kW = 640, kH = 300, kL = 60, kR = 20, kT = 34, kB = 44;
+constexpr double kW = 640, kH = 310, kL = 60, kR = 20, kT = 50, kB = 44;
+
+// The legend: one row under the title, left to right, never over the data.
+std::string legend_item(double* x, const char* color, const std::string& name, bool line) {
+  char b[400];
+  snprintf(b, sizeof b,
+           "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"%s\" fill=\"%s\"/>"
+           "<text x=\"%.0f\" y=\"38\" class=\"legend\">%s</text>",
+           *x, line ? 32.0 : 29.0, line ? "3" : "10", color, *x + 16, esc(name).c_str());
+  *x += 28 + 7.0 * name.size();
+  return b;
+}
 
 std::string svg_open(const std::string& id, const std::string& title) {
   char b[400];
@@ -140,7 +151,7 @@ std::string line_chart(const std::string& id, const std::string& title, const st
     if (!std::isfinite(m.first)) continue;
     snprintf(b, sizeof b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" class=\"marker\"/>"
                           "<text x=\"%.1f\" y=\"%.1f\" class=\"marker-label\">%s</text>",
-             px(m.first), px(m.first), kT, kH - kB, px(m.first) + 4, kH - kB - 6, esc(m.second).c_str());
+             px(m.first), px(m.first), kT, kH - kB, px(m.first) + 4, kT + 12, esc(m.second).c_str());
     s += b;
   }
   for (size_t k = 0; k < series.size(); k++) {
@@ -153,11 +164,9 @@ std::string line_chart(const std::string& id, const std::string& title, const st
     }
     const char* col = k_colors[k % 7];
     s += "<path d=\"" + d + "\" fill=\"none\" stroke=\"" + col + "\" stroke-width=\"1.8\"/>";
-    snprintf(b, sizeof b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"3\" fill=\"%s\"/>"
-                          "<text x=\"%.0f\" y=\"%.0f\" class=\"legend\">%s</text>",
-             kW - kR - 150, kT + 8 + 16.0 * k, col, kW - kR - 134, kT + 12 + 16.0 * k, esc(sr.name).c_str());
-    s += b;
   }
+  double lx = kL;
+  for (size_t k = 0; k < series.size(); k++) s += legend_item(&lx, k_colors[k % 7], series[k].name, true);
   return s + "</svg>";
 }
 
@@ -201,13 +210,8 @@ std::string bar_chart(const std::string& id, const std::string& title, const std
       }
     }
   }
-  for (size_t g = 0; g < groups.size(); g++) {
-    snprintf(b, sizeof b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"10\" fill=\"%s\"/>"
-                          "<text x=\"%.0f\" y=\"%.0f\" class=\"legend\">%s</text>",
-             kW - kR - 150, kT + 4 + 16.0 * g, k_colors[g % 7], kW - kR - 134, kT + 13 + 16.0 * g,
-             esc(groups[g].name).c_str());
-    s += b;
-  }
+  double lx = kL;
+  for (size_t g = 0; g < groups.size(); g++) s += legend_item(&lx, k_colors[g % 7], groups[g].name, false);
   return s + "</svg>";
 }
 
