@@ -38,7 +38,8 @@ const Command& command_experiment() {
       "seed trains a student with the same steps, batch and sequence length and evaluates it on the\n"
       "validation items (carved from the train split: what recipes are chosen on) and on the held-out items\n"
       "(reported only). Arms: ce_reference (no teacher), ce_teacher_samples, kd_teacher_samples,\n"
-      "kd_reference, ce_teacher_init, kd_teacher_init (the pipeline's default) and kd_on_policy. Each run's\n"
+      "kd_reference, ce_teacher_init, kd_teacher_init (the pipeline's default), kd_teacher_init_attn\n"
+      "(plus attention-relation distillation) and kd_on_policy. Each run's\n"
       "commands and logs are in <artifacts>/experiment/<arm>/seed<k>/.",
       {
           {"arms", nullptr, "", "Arms to run, comma-separated (default: all)"},

@@ -142,6 +142,8 @@ int run_train(Args& a) {
     s["ce_weight"] = lc.ce_weight;
     s["format_weight"] = lc.format_weight;
     s["plain_ce_weight"] = lc.plain_ce_weight;
+    double rel_w = 0;
+    if (arg_double(a, "attn-relation-weight", &rel_w).ok() && rel_w > 0) s["attn_relation_weight"] = rel_w;
     s["topk"] = ko.data.max_topk;
     s["batch"] = opt.batch;
     s["seq"] = opt.seq;
@@ -158,6 +160,18 @@ int run_train(Args& a) {
   ko.loss = lc;
   ko.model = cfg;
   ko.init_from = arg_str(a, "init-from");
+  ko.attn_relation_teacher = ko.init_from;  // kept when resuming
+  {
+    double w = 0;
+    long long layer = -1;
+    st = arg_double(a, "attn-relation-weight", &w);
+    if (st.ok()) st = arg_int(a, "attn-relation-layer", &layer);
+    if (st.ok() && (!std::isfinite(w) || w < 0))
+      st = errorf("KD_ATTN_RELATION_WEIGHT=%g: use 0 (off) or a positive weight", w);
+    if (!st.ok()) return cli_fail(a, st);
+    ko.attn_relation_weight = (float)w;
+    ko.attn_relation_layer = (int)layer;
+  }
   if (!ko.init_from.empty() && !opt.resume_from.empty()) ko.init_from.clear();  // the checkpoint already holds it
   KdTrainResult r;
   st = kd_train_run(ko, tok, &m, &r);
@@ -236,6 +250,9 @@ const Command& command_train() {
             {"resume", nullptr, "", "Continue from the newest checkpoint in --out", true},
             {"init-from", "STUDENT_INIT", nullptr,
              "Start from this float model's weights and shape (a teacher sharing the student's tokenizer)"},
+            {"attn-relation-weight", "KD_ATTN_RELATION_WEIGHT", nullptr,
+             "Attention-relation distillation against the --init-from teacher (0: off)"},
+            {"attn-relation-layer", "KD_ATTN_RELATION_LAYER", nullptr, "Its layer (-1: the last)"},
         },
         run_train,
     };

@@ -141,6 +141,10 @@ static const std::vector<ConfigVar> k_vars = {
     {"KD_TAU2_SCALE", "0", "train", "1: multiply the KD term by tau^2 (Hinton)"},
     {"KD_PLAIN_CE_WEIGHT", "1.0", "train", "CE weight at response tokens without a KD target (tokenizers disagree)"},
     {"KD_SHUFFLE_BUFFER", "1024", "train", "Examples in the loader's shuffle buffer (<= 1: file order)"},
+    {"KD_ATTN_RELATION_WEIGHT", "0", "train",
+     "Weight of attention-relation distillation (MiniLM-style Q/K/V relations of one layer, teacher vs student; needs "
+     "STUDENT_INIT, the teacher); 0: off"},
+    {"KD_ATTN_RELATION_LAYER", "-1", "train", "The layer attention-relation distillation compares (-1: the last)"},
     {"STUDENT_INIT", "", "train", "Float model (checkpoint or GGUF) the student starts from: its shape and weights, ternarized (needs its tokenizer); empty: random init"},
     {"KD_SOURCES", "", "train", "Trace sources to train on, comma-separated: teacher_sample, reference, on_policy (empty: all in the data)"},
     {"KD_SOURCE_WEIGHTS", "", "train",

@@ -83,6 +83,12 @@ struct Activations {
   float* d_v;       // [N, K]
   float* d_scaled;  // [N, max(D, Q, F)] a projection's dy rows times its input's step
 
+  // Extra loss terms on one layer's q/k/v (after RoPE), e.g. attention-relation
+  // distillation: model_backward adds these [N, Q] / [N, K] gradients to that
+  // layer's before it goes through RoPE and the projections. layer -1: none.
+  int extra_qkv_layer = -1;
+  const float *extra_dq = nullptr, *extra_dk = nullptr, *extra_dv = nullptr;
+
   // quantized weights (ternary only)
   std::vector<float> qmem;
   std::vector<LayerQWeights> qw;

@@ -111,6 +111,11 @@ Status model_backward(Model* m, Activations* a) {
       a->timings.matmul_s += now_seconds() - t0;
       a->timings.flops_backward += 2.0 * attention_flops_forward(B, T, H, hd);
     }
+    if (l == a->extra_qkv_layer) {
+      add_vectors(a->d_q, a->d_q, a->extra_dq, (size_t)N * Q);
+      add_vectors(a->d_k, a->d_k, a->extra_dk, (size_t)N * K);
+      add_vectors(a->d_v, a->d_v, a->extra_dv, (size_t)N * K);
+    }
     // gradients w.r.t. the pre-RoPE projections
     rope_backward(a->d_q, a->rope_cos, a->rope_sin, B, T, H, hd, Q);
     rope_backward(a->d_k, a->rope_cos, a->rope_sin, B, T, KV, hd, K);

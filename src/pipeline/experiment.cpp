@@ -30,6 +30,8 @@ const std::vector<ExperimentArm> k_arms = {
     {"ce_teacher_init", "teacher-initialized student, CE on the references (no logits)", "reference", false, true,
      false},
     {"kd_teacher_init", "teacher-initialized student, KD on the references", "reference", true, true, false},
+    {"kd_teacher_init_attn", "teacher-initialized, KD on the references plus attention-relation distillation",
+     "reference", true, true, false, 1.0f},
     {"kd_on_policy", "teacher-initialized, KD on the references, then on its own answers scored by the teacher",
      "reference", true, true, true},
 };
@@ -126,6 +128,7 @@ std::vector<std::string> train_argv(const Ctx& cx, const ExperimentArm& a, const
                                 "--kd-weight", a.kd ? fmt_num(p.kd_weight) : "0", "--ce-weight", fmt_num(p.ce_weight),
                                 "--plain-ce-weight", fmt_num(p.ce_weight)};
   if (a.init_from_teacher) v.insert(v.end(), {"--init-from", checkpoint_find_latest(cx.teacher_dir)});
+  if (a.attn_relation > 0) v.insert(v.end(), {"--attn-relation-weight", fmt_num(a.attn_relation)});
   return v;
 }
 
@@ -251,7 +254,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   for (const std::string& n : o.arms)
     if (std::none_of(k_arms.begin(), k_arms.end(), [&](const ExperimentArm& a) { return n == a.name; }))
       return errorf("unknown arm '%s' (arms: ce_reference, ce_teacher_samples, kd_teacher_samples, kd_reference, "
-                    "ce_teacher_init, kd_teacher_init, kd_on_policy)",
+                    "ce_teacher_init, kd_teacher_init, kd_teacher_init_attn, kd_on_policy)",
                     n.c_str());
   if (o.seeds < 1) return errorf("--seeds %d: at least one", o.seeds);
   if (o.on_policy_rounds < 1) return errorf("--on-policy-rounds %d: at least one", o.on_policy_rounds);

@@ -20,6 +20,7 @@ struct ExperimentArm {
   bool kd;                 // the KD term (false: CE only)
   bool init_from_teacher;  // start from the teacher's weights (else random)
   bool on_policy;          // rounds of: train, the student answers, the teacher scores those answers
+  float attn_relation = 0;  // attention-relation distillation weight (0: off)
 };
 // The arms, in table order; the pipeline's default recipe is the one named by
 // experiment_default_arm().

@@ -252,7 +252,20 @@ Status kd_train_run(const KdTrainOptions& o, const Tokenizer& student, Model* m,
     j["data_position"] = position_json();
     return j.dump();
   };
-  BK_TRY(trainer_run(m, opt, cb, &out->train));
+  TrainerOptions topt = opt;
+  Model relation_teacher;
+  if (o.attn_relation_weight > 0) {
+    if (o.attn_relation_teacher.empty())
+      return errorf("KD_ATTN_RELATION_WEIGHT=%g compares the student's attention with the teacher's: pass the teacher's "
+                    "weights with --init-from (STUDENT_INIT)",
+                    o.attn_relation_weight);
+    BK_TRY(with_context(model_load_any(o.attn_relation_teacher, &relation_teacher, nullptr),
+                        "attention-relation teacher"));
+    topt.relation_teacher = &relation_teacher;
+    topt.relation_weight = o.attn_relation_weight;
+    topt.relation_layer = o.attn_relation_layer;
+  }
+  BK_TRY(trainer_run(m, topt, cb, &out->train));
   out->first_kl = rs.kl_first;
   out->last_kl = mean_of(rs.recent_kl);
   out->first_ce = rs.ce_first;

@@ -29,6 +29,12 @@ struct KdTrainOptions {
   // student's quantization (model.weight_quant, act_bits, a4_scope) and SubLN
   // added where it had none. Needs the student's tokenizer.
   std::string init_from;
+  // Attention-relation distillation against this float teacher (its weights
+  // stay fixed; trainer.h relation_*): weight 0 is off. The teacher is the
+  // init_from model, kept when resuming.
+  std::string attn_relation_teacher;
+  float attn_relation_weight = 0;
+  int attn_relation_layer = -1;
 };
 
 // The student model of init_from: the source's shape and weights copied by

@@ -14,6 +14,8 @@
 #include "core/progress.h"
 #include "core/timing.h"
 #include "kernels/cpu/kernels.h"
+#include "model/activations.h"
+#include "train/attn_relation.h"
 #include "train/loss.h"
 
 namespace bk {
@@ -116,6 +118,35 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
   // and added in micro-batch order, so a step's sum is the same whether one
   // process or one rank per micro-batch computed the terms.
   std::vector<float> grad_sum(o.grad_accum > 1 ? m->params.size() : 0);
+  // Attention-relation distillation: the teacher's activations and the
+  // student's extra q/k/v gradients for the chosen layer.
+  const bool relation = o.relation_weight > 0;
+  std::unique_ptr<Activations, ActsDeleter> tacts;
+  std::vector<float> rel_dq, rel_dk, rel_dv;
+  AttnRelationShape rel_shape;
+  int rel_layer = -1;
+  if (relation) {
+    const ModelConfig &sc = m->cfg, &tc = o.relation_teacher ? o.relation_teacher->cfg : sc;
+    if (!o.relation_teacher)
+      return errorf("attention-relation distillation needs a teacher model (KD_ATTN_RELATION_WEIGHT > 0)");
+    if (tc.n_layers != sc.n_layers || tc.n_heads != sc.n_heads || tc.n_kv_heads != sc.n_kv_heads ||
+        tc.head_dim != sc.head_dim)
+      return errorf("attention-relation distillation compares the teacher's and the student's heads one to one: the "
+                    "teacher has %d layers of %d heads (%d key/value) of %d, the student %d of %d (%d) of %d; "
+                    "initialize the student from the teacher (--init-from)",
+                    tc.n_layers, tc.n_heads, tc.n_kv_heads, tc.head_dim, sc.n_layers, sc.n_heads, sc.n_kv_heads,
+                    sc.head_dim);
+    rel_layer = o.relation_layer < 0 ? sc.n_layers - 1 : o.relation_layer;
+    if (rel_layer >= sc.n_layers)
+      return errorf("KD_ATTN_RELATION_LAYER=%d: the model has layers 0..%d (-1: the last)", o.relation_layer,
+                    sc.n_layers - 1);
+    tacts.reset(activations_create(*o.relation_teacher, o.batch, o.seq));
+    if (!tacts) return errorf("trainer: cannot allocate the relation teacher's activations");
+    rel_shape = {o.batch, o.seq, sc.n_heads, sc.n_kv_heads, sc.head_dim};
+    rel_dq.resize((size_t)o.batch * o.seq * sc.n_heads * sc.head_dim);
+    rel_dk.resize((size_t)o.batch * o.seq * sc.n_kv_heads * sc.head_dim);
+    rel_dv.resize(rel_dk.size());
+  }
   std::unique_ptr<FILE, FileCloser> metrics;
   if (!o.metrics_path.empty() && writer) {
     std::string dir = path_dirname(o.metrics_path);
@@ -173,6 +204,18 @@ Status trainer_run(Model* m, const TrainerOptions& o, const TrainerCallbacks& cb
       } else {
         lr.loss = ce_loss_forward_backward(logits, b.targets.data(), b.weights.data(), b.batch * b.seq, vocab,
                                            nullptr);
+      }
+      if (relation) {
+        const uint8_t* km = b.key_mask.empty() ? nullptr : b.key_mask.data();
+        BK_TRY(model_forward(o.relation_teacher, tacts.get(), b.tokens.data(), km, b.batch, b.seq));
+        const LayerActs &ls = acts->layers[rel_layer], &lt = tacts->layers[rel_layer];
+        const double rl = attn_relation_forward_backward(ls.q, ls.k, ls.v, lt.q, lt.k, lt.v, km, rel_shape,
+                                                         o.relation_weight, rel_dq.data(), rel_dk.data(),
+                                                         rel_dv.data());
+        acts->extra_qkv_layer = rel_layer;
+        acts->extra_dq = rel_dq.data(), acts->extra_dk = rel_dk.data(), acts->extra_dv = rel_dv.data();
+        lr.loss += o.relation_weight * rl;
+        lr.metrics.push_back({"attn_rel", rl});
       }
       BK_TRY(model_backward(m, acts.get()));
       if (!grad_sum.empty()) {

@@ -77,6 +77,13 @@ struct TrainerOptions {
   uint64_t seed = 1234;               // seeds the trainer RNG on a fresh start
   std::string summary_json;           // stored in every checkpoint's metadata
   bool progress = true;
+  // Attention-relation distillation (train/attn_relation.h): this float
+  // teacher of the student's heads and head size runs on every micro-batch,
+  // and relation_weight x the relation loss of one layer joins the loss
+  // (logged as attn_rel). relation_weight 0: off.
+  Model* relation_teacher = nullptr;
+  int relation_layer = -1;  // -1: the last layer
+  float relation_weight = 0;
 };
 
 struct TrainResult {

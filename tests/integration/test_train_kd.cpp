@@ -480,4 +480,23 @@ TEST(KdTrainLibrary, StudentFromTeacherWeights) {
       for (size_t i = 0; i < p.numel; i++) ASSERT_EQ(s.params[p.offset + i], 1.0f) << p.name << " (a new SubLN gain)";
     }
   }
+
+  // The same teacher through the CLI with attention-relation distillation:
+  // the term is logged and falls; without --init-from it is refused.
+  const std::string data = f.dir + "/attn_rel_data", out = f.dir + "/attn_rel_out";
+  write_shards(data, 32, Shape::normal);
+  std::string log;
+  int rc = bk_test::run_command(train_cmd(data, out, "--init-from " + q(path) +
+                                                         " --attn-relation-weight 1 --steps 12 --batch 2 --lr 3e-3 "
+                                                         "--warmup 0 --log-interval 1 --checkpoint-interval 0 --no-flip") +
+                                    " 2>&1",
+                                &log);
+  ASSERT_EQ(rc, 0) << log;
+  std::vector<nlohmann::json> rows = read_jsonl(out + "/train_metrics.jsonl");
+  ASSERT_GE(rows.size(), 10u) << log;
+  ASSERT_TRUE(rows.front().contains("attn_rel")) << rows.front();
+  EXPECT_LT(rows.back()["attn_rel"].get<double>(), rows.front()["attn_rel"].get<double>());
+  rc = bk_test::run_command(train_cmd(data, out + "2", "--attn-relation-weight 1 --steps 2") + " 2>&1", &log);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(log.find("--init-from"), std::string::npos) << log;
 }

@@ -12,7 +12,9 @@
 
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
+#include "model/activations.h"
 #include "model/model.h"
+#include "train/attn_relation.h"
 #include "train/loss.h"
 
 using namespace bk;
@@ -158,7 +160,88 @@ void whole_model_grad_check(const GradCase& gc) {
   activations_destroy(a);
 }
 
+// CE plus weight x attention-relation distillation of layer `layer` against a
+// fixed float teacher (train/attn_relation.h, fed to model_backward through
+// the activations' extra q/k/v gradients).
+double run_relation(Model* m, Activations* a, Model* t, Activations* ta, const Batch& b, int layer, float weight,
+                    bool backward) {
+  Status st = model_forward(m, a, b.tokens.data(), b.mask.data(), b.B, b.T);
+  EXPECT_TRUE(st.ok()) << st.msg;
+  double loss = ce_loss_forward_backward(activations_logits(a), b.targets.data(), b.weights.data(), b.B * b.T,
+                                         m->cfg.vocab_size, nullptr);
+  st = model_forward(t, ta, b.tokens.data(), b.mask.data(), b.B, b.T);
+  EXPECT_TRUE(st.ok()) << st.msg;
+  const ModelConfig& c = m->cfg;
+  const size_t N = (size_t)b.B * b.T;
+  static std::vector<float> dq, dk, dv;
+  dq.assign(N * c.n_heads * c.head_dim, 0.f);
+  dk.assign(N * c.n_kv_heads * c.head_dim, 0.f);
+  dv.assign(dk.size(), 0.f);
+  const LayerActs &ls = a->layers[layer], &lt = ta->layers[layer];
+  const double rel = attn_relation_forward_backward(ls.q, ls.k, ls.v, lt.q, lt.k, lt.v, b.mask.data(),
+                                                    {b.B, b.T, c.n_heads, c.n_kv_heads, c.head_dim}, weight,
+                                                    dq.data(), dk.data(), dv.data());
+  EXPECT_GT(rel, 0.0);
+  loss += weight * rel;
+  if (backward) {
+    a->extra_qkv_layer = layer;
+    a->extra_dq = dq.data(), a->extra_dk = dk.data(), a->extra_dv = dv.data();
+    model_zero_grads(m);
+    Status sb = model_backward(m, a);
+    EXPECT_TRUE(sb.ok()) << sb.msg;
+    a->extra_qkv_layer = -1;
+  }
+  return loss;
+}
+
 }  // namespace
+
+// The relation term's gradient through the whole model (layer 0, so every
+// parameter below it and the embedding see it), against finite differences.
+TEST(ModelGrad, AttentionRelationDistillation) {
+  ModelConfig c = tiny_config();
+  Model m, t;
+  ASSERT_TRUE(model_init(&m, c, 7).ok());
+  ASSERT_TRUE(model_init(&t, c, 70).ok());
+  spread_params(&m, 8);
+  spread_params(&t, 80);
+  model_alloc_grads(&m);
+  Batch b = make_batch(2, 6, c.vocab_size, 2, 9);
+  Activations* a = activations_create(m, b.B, b.T);
+  Activations* ta = activations_create(t, b.B, b.T);
+  const float w = 5.0f;  // large enough that the relation term dominates layer 0's gradient
+  run_relation(&m, a, &t, ta, b, 0, w, true);
+  std::vector<float> analytic(m.grads);
+  Rng r;
+  rng_seed(&r, 11);
+  for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                           "model.layers.0.self_attn.v_proj.weight", "model.layers.0.input_layernorm.weight",
+                           "model.embed_tokens.weight"}) {
+    const ParamInfo* p = model_find_param(m, name);
+    ASSERT_NE(p, nullptr);
+    double num2 = 0, diff2 = 0;
+    for (int s = 0; s < 12; s++) {
+      const size_t i = p->kind == PARAM_EMBEDDING ? (size_t)b.tokens[rng_below(&r, b.tokens.size())] * p->cols +
+                                                        rng_below(&r, p->cols)
+                                                  : rng_below(&r, p->numel);
+      float* x = m.params.data() + p->offset + i;
+      const float x0 = *x, h = 1e-2f;
+      *x = x0 + h;
+      const double lp = run_relation(&m, a, &t, ta, b, 0, w, false);
+      *x = x0 - h;
+      const double lm = run_relation(&m, a, &t, ta, b, 0, w, false);
+      *x = x0;
+      const double num = (lp - lm) / (2.0 * h), an = analytic[p->offset + i];
+      num2 += num * num;
+      diff2 += (num - an) * (num - an);
+    }
+    const double rel = std::sqrt(diff2) / std::max(std::sqrt(num2), 1e-3);
+    printf("  %-44s |g| %.3e  rel err %.3e\n", name, std::sqrt(num2), rel);
+    EXPECT_LT(rel, 1e-2) << name;
+  }
+  activations_destroy(a);
+  activations_destroy(ta);
+}
 
 // ---- config ---------------------------------------------------------------------
 
