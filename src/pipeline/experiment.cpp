@@ -264,7 +264,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   Config c = cfg;
   if (!config_user_set(c, "KD_SOURCES")) config_set(&c, "KD_SOURCES", "reference,teacher_sample", SRC_FLAG);
   PipelineOptions po;
-  po.until = "heldout";
+  po.until = stage::kHeldout;
   po.env_file = o.env_file;
   BK_TRY(pipeline_run(c, po));
   Ctx cx;

@@ -70,6 +70,28 @@ struct Ctx {
   int stage_no = 0, stage_total = 0;
 };
 
+// The stage names, written once: the table, the checklist and the runner
+// refer to stages through these.
+namespace stage {
+constexpr const char* kTasks = "tasks";
+constexpr const char* kTokenizers = "tokenizers";
+constexpr const char* kPretrain = "pretrain";
+constexpr const char* kTeacher = "teacher";
+constexpr const char* kCollect = "collect";
+constexpr const char* kHeldout = "heldout";
+constexpr const char* kTrain = "train";
+constexpr const char* kEval = "eval";
+constexpr const char* kDryrun = "dryrun";
+}  // namespace stage
+
+// Formatting for the summary's key numbers (summary.cpp): "n/a" for
+// anything not finite.
+double json_number(const ojson& j, std::initializer_list<const char*> path);  // NAN when absent
+std::string fmt_number(double v, const char* f = "%.3g");
+std::string fmt_percent(double fraction);
+std::string fmt_bytes(double bytes);   // "2.40 GiB"
+std::string fmt_params(double count);  // "8.85B"
+
 // One row of the stage table.
 struct StageSpec {
   const char* name;
@@ -82,6 +104,7 @@ struct StageSpec {
   Status (*run)(Ctx&, bool resume, PipelineStage*);
   void (*clean)(Ctx&);  // removes what a run with other inputs left (may be null)
   ojson (*numbers)(const Ctx&, const Stamp&);  // key numbers from its outputs
+  std::string (*note)(const ojson& numbers);   // those numbers in one line of the summary
   // Variables set for its commands beyond the common ones (may be null).
   void (*env)(const Ctx&, ProcessEnv*) = nullptr;
 };

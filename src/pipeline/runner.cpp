@@ -667,7 +667,7 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
   stop_server(cx);
   if (!cx.local_teacher) {
     PipelineStage rec;
-    rec.name = "pretrain";
+    rec.name = stage::kPretrain;
     rec.status = "not_needed";
     rec.detail = "teacher from the configuration: " + cx.teacher_desc;
     cx.stages.insert(cx.stages.begin() + std::min<size_t>(2, cx.stages.size()), rec);

@@ -187,7 +187,7 @@ Status pretrain_run(Ctx& cx, bool resume, PipelineStage* rec) {
   return run_command(cx, rec, a);
 }
 ojson pretrain_numbers(const Ctx& cx, const Stamp& st) {
-  ojson j = last_json_numbers(stage_log_path(cx, "pretrain"), st,
+  ojson j = last_json_numbers(stage_log_path(cx, stage::kPretrain), st,
                               {"checkpoint", "steps", "first_loss", "last_loss", "seen_tokens", "tokens_per_s"});
   ModelConfig mc;
   std::string ck = checkpoint_find_latest(cx.teacher_dir);
@@ -452,7 +452,7 @@ Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
   return run_command(cx, rec, a);
 }
 ojson train_numbers(const Ctx& cx, const Stamp& st) {
-  return last_json_numbers(stage_log_path(cx, "train"), st,
+  return last_json_numbers(stage_log_path(cx, stage::kTrain), st,
                            {"checkpoint", "steps", "first_loss", "last_loss", "first_kl", "last_kl", "first_ce",
                             "last_ce", "seen_tokens", "flip_done", "flip_step", "flip_tokens", "act_bits",
                             "nan_guards", "skipped_steps", "tokens_per_s"});
@@ -535,26 +535,86 @@ ojson dryrun_numbers(const Ctx& cx, const Stamp&) {
       if (run.is_object() && run.contains("name")) j[run["name"].get<std::string>() + "_time_s"] = run.value("time_s", ojson());
   }
   if (r.contains("agreement")) j["a8_a4_agreement"] = r["agreement"];
+  if (r.contains("runs") && r["runs"].is_array() && !r["runs"].empty() && r["runs"][0].contains("decode"))
+    j["decode_tokens_per_s"] = r["runs"][0]["decode"].value("tokens_per_s", ojson());  // the first (A8) run
   return j;
 }
 
+// ---- each stage's key numbers in one line of the summary
+
+std::string tasks_note(const ojson& n) {
+  return fmt_number(json_number(n, {"train_items"}), "%.0f") + " train / " +
+         fmt_number(json_number(n, {"eval_items"}), "%.0f") + " held-out items";
+}
+std::string tokenizers_note(const ojson& n) {
+  std::string s = "student vocab " + fmt_number(json_number(n, {"student", "vocab_size"}), "%.0f");
+  if (n.contains("teacher")) s = "teacher vocab " + fmt_number(json_number(n, {"teacher", "vocab_size"}), "%.0f") + ", " + s;
+  return s;
+}
+std::string loss_line(const ojson& n) {
+  return "loss " + fmt_number(json_number(n, {"first_loss"}), "%.3f") + " -> " +
+         fmt_number(json_number(n, {"last_loss"}), "%.3f");
+}
+std::string pretrain_note(const ojson& n) {
+  return n.contains("last_loss") ? loss_line(n) + " in " + fmt_number(json_number(n, {"steps"}), "%.0f") + " steps" : "";
+}
+std::string teacher_note(const ojson& n) {
+  if (!n.contains("quality")) return "";
+  return "quality " + fmt_number(json_number(n, {"quality"})) + ", JSON valid " +
+         fmt_percent(json_number(n, {"json_validity"})) + ", " +
+         fmt_number(json_number(n, {"avg_decode_tps"}), "%.0f") + " tok/s";
+}
+std::string collect_note(const ojson& n) {
+  if (!n.contains("steps")) return "";
+  const double already = json_number(n, {"prompts_already"});
+  return fmt_number(json_number(n, {"prompts_ok"}) + (std::isfinite(already) ? already : 0), "%.0f") + " prompts, " +
+         fmt_number(json_number(n, {"steps"}), "%.0f") + " steps (" +
+         fmt_number(json_number(n, {"steps"}) - json_number(n, {"steps_valid"}), "%.0f") + " invalid), top-K mass " +
+         fmt_number(json_number(n, {"mean_topk_mass"}), "%.3f");
+}
+std::string heldout_note(const ojson& n) {
+  if (!n.contains("steps")) return "";
+  return fmt_number(json_number(n, {"prompts_ok"}), "%.0f") + " held-out prompts, " +
+         fmt_number(json_number(n, {"steps_valid"}), "%.0f") + " valid steps (eval's agreement and KL)";
+}
+std::string train_note(const ojson& n) {
+  if (!n.contains("last_loss")) return "";
+  return loss_line(n) + ", KL " + fmt_number(json_number(n, {"last_kl"}), "%.3f") + ", A" +
+         fmt_number(json_number(n, {"act_bits"}), "%.0f") +
+         (n.value("flip_done", false) ? " (flipped at step " + fmt_number(json_number(n, {"flip_step"}), "%.0f") + ")"
+                                      : " (no flip)");
+}
+std::string eval_note(const ojson& n) {
+  if (!n.contains("student_quality")) return "";
+  return "student " + fmt_number(json_number(n, {"student_quality"})) + " vs teacher " +
+         fmt_number(json_number(n, {"teacher_quality"})) + ", QEI " + fmt_number(json_number(n, {"qei"}));
+}
+std::string dryrun_note(const ojson& n) {
+  if (!n.contains("params")) return "";
+  const double decode = json_number(n, {"decode_tokens_per_s"});
+  return fmt_params(json_number(n, {"params"})) + " params, peak RSS " + fmt_bytes(json_number(n, {"peak_rss_bytes"})) +
+         (std::isfinite(decode) ? ", decode " + fmt_number(decode, "%.1f") + " tok/s" : "");
+}
+
+using namespace stage;
 const std::vector<StageSpec> k_stages = {
-    {"tasks", {}, false, false, tasks_what, tasks_inputs, tasks_outputs, tasks_run, nullptr, tasks_numbers},
-    {"tokenizers", {}, false, false, tokenizers_what, tokenizers_inputs, tokenizers_outputs, tokenizers_run, nullptr,
-     tokenizers_numbers},
-    {"pretrain", {"tasks", "tokenizers"}, true, false, pretrain_what, pretrain_inputs, pretrain_outputs, pretrain_run,
-     pretrain_clean, pretrain_numbers, pretrain_env},
-    {"teacher", {"tasks", "pretrain"}, false, true, teacher_what, teacher_inputs, teacher_outputs, teacher_run,
-     nullptr, teacher_numbers},
-    {"collect", {"tasks", "tokenizers", "pretrain"}, false, true, collect_what, collect_inputs, collect_outputs,
-     collect_run, collect_clean, collect_numbers},
-    {"heldout", {"tasks", "tokenizers", "pretrain"}, false, true, heldout_what, heldout_inputs, heldout_outputs,
-     heldout_run, heldout_clean, heldout_numbers},
-    {"train", {"tokenizers", "pretrain", "collect"}, false, false, train_what, train_inputs, train_outputs, train_run, train_clean,
-     train_numbers},
-    {"eval", {"tasks", "tokenizers", "teacher", "heldout", "train"}, false, false, eval_what, eval_inputs,
-     eval_outputs, eval_run, nullptr, eval_numbers},
-    {"dryrun", {}, false, false, dryrun_what, dryrun_inputs, dryrun_outputs, dryrun_run, nullptr, dryrun_numbers},
+    {kTasks, {}, false, false, tasks_what, tasks_inputs, tasks_outputs, tasks_run, nullptr, tasks_numbers, tasks_note},
+    {kTokenizers, {}, false, false, tokenizers_what, tokenizers_inputs, tokenizers_outputs, tokenizers_run, nullptr,
+     tokenizers_numbers, tokenizers_note},
+    {kPretrain, {kTasks, kTokenizers}, true, false, pretrain_what, pretrain_inputs, pretrain_outputs, pretrain_run,
+     pretrain_clean, pretrain_numbers, pretrain_note, pretrain_env},
+    {kTeacher, {kTasks, kPretrain}, false, true, teacher_what, teacher_inputs, teacher_outputs, teacher_run, nullptr,
+     teacher_numbers, teacher_note},
+    {kCollect, {kTasks, kTokenizers, kPretrain}, false, true, collect_what, collect_inputs, collect_outputs,
+     collect_run, collect_clean, collect_numbers, collect_note},
+    {kHeldout, {kTasks, kTokenizers, kPretrain}, false, true, heldout_what, heldout_inputs, heldout_outputs,
+     heldout_run, heldout_clean, heldout_numbers, heldout_note},
+    {kTrain, {kTokenizers, kPretrain, kCollect}, false, false, train_what, train_inputs, train_outputs, train_run,
+     train_clean, train_numbers, train_note},
+    {kEval, {kTasks, kTokenizers, kTeacher, kHeldout, kTrain}, false, false, eval_what, eval_inputs, eval_outputs,
+     eval_run, nullptr, eval_numbers, eval_note},
+    {kDryrun, {}, false, false, dryrun_what, dryrun_inputs, dryrun_outputs, dryrun_run, nullptr, dryrun_numbers,
+     dryrun_note},
 };
 
 }  // namespace

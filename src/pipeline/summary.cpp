@@ -14,6 +14,37 @@
 
 namespace bk {
 
+double json_number(const ojson& j, std::initializer_list<const char*> path) {
+  const ojson* cur = &j;
+  for (const char* k : path) {
+    if (!cur->is_object() || !cur->contains(k)) return NAN;
+    cur = &(*cur)[k];
+  }
+  return cur->is_number() ? cur->get<double>() : NAN;
+}
+
+std::string fmt_number(double v, const char* f) {
+  if (!std::isfinite(v)) return "n/a";
+  char buf[48];
+  snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string fmt_percent(double v) { return std::isfinite(v) ? fmt_number(100 * v, "%.1f") + "%" : "n/a"; }
+
+std::string fmt_bytes(double b) {
+  if (!std::isfinite(b)) return "n/a";
+  if (b >= 1024.0 * 1024 * 1024) return fmt_number(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB";
+  if (b >= 1024.0 * 1024) return fmt_number(b / (1024.0 * 1024), "%.1f") + " MiB";
+  return fmt_number(b / 1024.0, "%.1f") + " KiB";
+}
+
+std::string fmt_params(double n) {
+  if (!std::isfinite(n)) return "n/a";
+  if (n >= 1e9) return fmt_number(n / 1e9, "%.2f") + "B";
+  return fmt_number(n / 1e6, "%.2f") + "M";
+}
+
 namespace {
 
 bool load(const std::string& path, ojson* out) {
@@ -23,39 +54,8 @@ bool load(const std::string& path, ojson* out) {
   return out->is_object();
 }
 
-// A number at a JSON path, or NAN.
-double num(const ojson& j, std::initializer_list<const char*> path) {
-  const ojson* cur = &j;
-  for (const char* k : path) {
-    if (!cur->is_object() || !cur->contains(k)) return NAN;
-    cur = &(*cur)[k];
-  }
-  return cur->is_number() ? cur->get<double>() : NAN;
-}
-
 ojson num_json(double v) { return std::isfinite(v) ? ojson(v) : ojson(nullptr); }
 
-std::string fmt(double v, const char* f = "%.3g") {
-  if (!std::isfinite(v)) return "n/a";
-  char buf[48];
-  snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string pct(double v) { return std::isfinite(v) ? fmt(100 * v, "%.1f") + "%" : "n/a"; }
-
-std::string bytes_h(double b) {
-  if (!std::isfinite(b)) return "n/a";
-  if (b >= 1024.0 * 1024 * 1024) return fmt(b / (1024.0 * 1024 * 1024), "%.2f") + " GiB";
-  if (b >= 1024.0 * 1024) return fmt(b / (1024.0 * 1024), "%.1f") + " MiB";
-  return fmt(b / 1024.0, "%.1f") + " KiB";
-}
-
-std::string params_h(double n) {
-  if (!std::isfinite(n)) return "n/a";
-  if (n >= 1e9) return fmt(n / 1e9, "%.2f") + "B";
-  return fmt(n / 1e6, "%.2f") + "M";
-}
 
 struct Check {
   std::string item, status, detail;  // status: pass | fail | not_measured
@@ -79,41 +79,41 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   };
 
   ojson baseline, eval, dryrun, collect;
-  const bool have_baseline = stage_ok("teacher") && load(f.baseline_report, &baseline);
-  const bool have_eval = stage_ok("eval") && load(f.eval_report, &eval);
-  const bool have_dryrun = stage_ok("dryrun") && load(f.dryrun_report, &dryrun);
+  const bool have_baseline = stage_ok(stage::kTeacher) && load(f.baseline_report, &baseline);
+  const bool have_eval = stage_ok(stage::kEval) && load(f.eval_report, &eval);
+  const bool have_dryrun = stage_ok(stage::kDryrun) && load(f.dryrun_report, &dryrun);
   // The collect stage's numbers sum its sources' stats files.
-  const bool have_collect = stage_ok("collect") && nums["collect"].contains("steps");
-  collect = nums["collect"];
-  const ojson& tr = nums["train"];
-  const ojson& pt = nums["pretrain"];
+  const bool have_collect = stage_ok(stage::kCollect) && nums[stage::kCollect].contains("steps");
+  collect = nums[stage::kCollect];
+  const ojson& tr = nums[stage::kTrain];
+  const ojson& pt = nums[stage::kPretrain];
 
   // ---- key numbers (straight from the reports)
   ojson k;
-  const double qt_base = have_baseline ? num(baseline, {"quality", "score"}) : NAN;
-  const double qs = have_eval ? num(eval, {"qei_metrics", "student_quality"}) : NAN;
-  const double qt = have_eval ? num(eval, {"qei_metrics", "teacher_quality"}) : NAN;
-  const double qei = have_eval ? num(eval, {"qei_metrics", "qei"}) : NAN;
-  const double qei_speed = have_eval ? num(eval, {"qei_metrics", "qei_speed"}) : NAN;
-  const double ms = have_eval ? num(eval, {"qei_metrics", "student_memory_gb"}) : NAN;
-  const double mt = have_eval ? num(eval, {"qei_metrics", "teacher_memory_gb"}) : NAN;
-  const double tps_s = have_eval ? num(eval, {"qei_metrics", "student_tps"}) : NAN;
-  const double tps_t = have_eval ? num(eval, {"qei_metrics", "teacher_tps"}) : NAN;
-  const double json_s = have_eval ? num(eval, {"quality", "student", "json_validity"}) : NAN;
-  const double json_t = have_eval ? num(eval, {"quality", "teacher", "json_validity"}) : NAN;
-  const double top1 = have_eval ? num(eval, {"agreement", "top1"}) : NAN;
-  const double qu = have_eval ? num(eval, {"quality", "untrained", "score"}) : NAN;
-  const double dr_rss = have_dryrun ? num(dryrun, {"peak_rss_bytes"}) : NAN;
-  const double dr_params = have_dryrun ? num(dryrun, {"params", "count"}) : NAN;
+  const double qt_base = have_baseline ? json_number(baseline, {"quality", "score"}) : NAN;
+  const double qs = have_eval ? json_number(eval, {"qei_metrics", "student_quality"}) : NAN;
+  const double qt = have_eval ? json_number(eval, {"qei_metrics", "teacher_quality"}) : NAN;
+  const double qei = have_eval ? json_number(eval, {"qei_metrics", "qei"}) : NAN;
+  const double qei_speed = have_eval ? json_number(eval, {"qei_metrics", "qei_speed"}) : NAN;
+  const double ms = have_eval ? json_number(eval, {"qei_metrics", "student_memory_gb"}) : NAN;
+  const double mt = have_eval ? json_number(eval, {"qei_metrics", "teacher_memory_gb"}) : NAN;
+  const double tps_s = have_eval ? json_number(eval, {"qei_metrics", "student_tps"}) : NAN;
+  const double tps_t = have_eval ? json_number(eval, {"qei_metrics", "teacher_tps"}) : NAN;
+  const double json_s = have_eval ? json_number(eval, {"quality", "student", "json_validity"}) : NAN;
+  const double json_t = have_eval ? json_number(eval, {"quality", "teacher", "json_validity"}) : NAN;
+  const double top1 = have_eval ? json_number(eval, {"agreement", "top1"}) : NAN;
+  const double qu = have_eval ? json_number(eval, {"quality", "untrained", "score"}) : NAN;
+  const double dr_rss = have_dryrun ? json_number(dryrun, {"peak_rss_bytes"}) : NAN;
+  const double dr_params = have_dryrun ? json_number(dryrun, {"params", "count"}) : NAN;
   // The first run's decode (A8, as the dry run starts).
   const double dr_decode = have_dryrun && dryrun.contains("runs") && dryrun["runs"].is_array() &&
                                    !dryrun["runs"].empty()
-                               ? num(dryrun["runs"][0], {"decode", "tokens_per_s"})
+                               ? json_number(dryrun["runs"][0], {"decode", "tokens_per_s"})
                                : NAN;
   k["teacher_quality"] = num_json(have_eval && std::isfinite(qt) ? qt : qt_base);
   k["teacher_json_validity"] =
-      num_json(have_eval ? json_t : (have_baseline ? num(baseline, {"quality", "json_validity"}) : NAN));
-  k["teacher_decode_tps"] = num_json(have_baseline ? num(baseline, {"metrics", "avg_decode_tps_8k"}) : NAN);
+      num_json(have_eval ? json_t : (have_baseline ? json_number(baseline, {"quality", "json_validity"}) : NAN));
+  k["teacher_decode_tps"] = num_json(have_baseline ? json_number(baseline, {"metrics", "avg_decode_tps_8k"}) : NAN);
   k["student_quality"] = num_json(qs);
   k["untrained_quality"] = num_json(qu);
   k["student_json_validity"] = num_json(json_s);
@@ -126,50 +126,51 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   k["student_teacher_top1_agreement"] = num_json(top1);
   k["dryrun_params"] = num_json(dr_params);
   k["dryrun_peak_rss_bytes"] = num_json(dr_rss);
-  k["pretrain_final_loss"] = num_json(num(pt, {"last_loss"}));
-  k["train_final_loss"] = num_json(num(tr, {"last_loss"}));
-  k["train_final_kl"] = num_json(num(tr, {"last_kl"}));
-  k["train_final_ce"] = num_json(num(tr, {"last_ce"}));
+  k["dryrun_decode_tokens_per_s"] = num_json(dr_decode);
+  k["pretrain_final_loss"] = num_json(json_number(pt, {"last_loss"}));
+  k["train_final_loss"] = num_json(json_number(tr, {"last_loss"}));
+  k["train_final_kl"] = num_json(json_number(tr, {"last_kl"}));
+  k["train_final_ce"] = num_json(json_number(tr, {"last_ce"}));
   k["train_flip_done"] = tr.contains("flip_done") ? tr["flip_done"] : ojson(nullptr);
-  k["kd_steps"] = num_json(have_collect ? num(collect, {"steps"}) : NAN);
-  k["kd_steps_valid"] = num_json(have_collect ? num(collect, {"steps_valid"}) : NAN);
+  k["kd_steps"] = num_json(have_collect ? json_number(collect, {"steps"}) : NAN);
+  k["kd_steps_valid"] = num_json(have_collect ? json_number(collect, {"steps_valid"}) : NAN);
 
   // ---- checklist (the PoC's, with real checks)
   std::vector<Check> cl;
   {
-    double ok = have_baseline ? num(baseline, {"metrics", "ok_prompts"}) : NAN;
-    double tot = have_baseline ? num(baseline, {"metrics", "total_prompts"}) : NAN;
+    double ok = have_baseline ? json_number(baseline, {"metrics", "ok_prompts"}) : NAN;
+    double tot = have_baseline ? json_number(baseline, {"metrics", "total_prompts"}) : NAN;
     bool locked = have_baseline && baseline.contains("prompts_hash") && baseline["prompts_hash"].is_string();
     cl.push_back({"teacher baseline locked, every prompt answered", status_of(have_baseline, locked && tot > 0 && ok == tot),
-                  have_baseline ? fmt(ok, "%.0f") + "/" + fmt(tot, "%.0f") + " prompts answered; prompts hash " +
+                  have_baseline ? fmt_number(ok, "%.0f") + "/" + fmt_number(tot, "%.0f") + " prompts answered; prompts hash " +
                                       (locked ? baseline["prompts_hash"].get<std::string>().substr(0, 12) : "missing")
                                 : "no reports/teacher_baseline.json"});
     cl.push_back({"teacher quality measured on held-out prompts (above 0)", status_of(std::isfinite(qt_base), qt_base > 0),
-                  "task score " + fmt(qt_base)});
+                  "task score " + fmt_number(qt_base)});
     // "Clearly above": at least 0.1 of task score over random weights of the
     // student's shape, generated and scored on the same prompts by eval.
     cl.push_back({"teacher clearly above an untrained model (by >= 0.1)",
                   status_of(std::isfinite(qt_base) && std::isfinite(qu), qt_base >= qu + 0.1),
-                  "teacher " + fmt(qt_base) + ", untrained " + fmt(qu) + ", student " + fmt(qs)});
+                  "teacher " + fmt_number(qt_base) + ", untrained " + fmt_number(qu) + ", student " + fmt_number(qs)});
   }
   {
-    double valid = have_collect ? num(collect, {"steps_valid"}) : NAN;
-    double total = have_collect ? num(collect, {"steps"}) : NAN;
-    double failed = have_collect ? num(collect, {"prompts_failed"}) : NAN;
+    double valid = have_collect ? json_number(collect, {"steps_valid"}) : NAN;
+    double total = have_collect ? json_number(collect, {"steps"}) : NAN;
+    double failed = have_collect ? json_number(collect, {"prompts_failed"}) : NAN;
     cl.push_back({"KD traces collected, >= 95% of steps valid", status_of(have_collect, total > 0 && valid >= 0.95 * total),
-                  fmt(valid, "%.0f") + " valid of " + fmt(total, "%.0f") + " steps (" + pct(valid / total) + "); " +
-                      fmt(failed, "%.0f") + " prompts failed"});
+                  fmt_number(valid, "%.0f") + " valid of " + fmt_number(total, "%.0f") + " steps (" + fmt_percent(valid / total) + "); " +
+                      fmt_number(failed, "%.0f") + " prompts failed"});
   }
   {
-    double loss = num(tr, {"last_loss"}), first = num(tr, {"first_loss"});
-    double guards = num(tr, {"nan_guards"});
-    cl.push_back({"student trained: the loss fell", status_of(stage_ok("train") && tr.contains("last_loss"),
+    double loss = json_number(tr, {"last_loss"}), first = json_number(tr, {"first_loss"});
+    double guards = json_number(tr, {"nan_guards"});
+    cl.push_back({"student trained: the loss fell", status_of(stage_ok(stage::kTrain) && tr.contains("last_loss"),
                                                               std::isfinite(loss) && std::isfinite(first) && loss < first),
-                  "loss " + fmt(first, "%.4g") + " -> " + fmt(loss, "%.4g") + ", KL " + fmt(num(tr, {"last_kl"}), "%.4g") +
-                      ", NaN guards " + fmt(guards, "%.0f")});
+                  "loss " + fmt_number(first, "%.4g") + " -> " + fmt_number(loss, "%.4g") + ", KL " + fmt_number(json_number(tr, {"last_kl"}), "%.4g") +
+                      ", NaN guards " + fmt_number(guards, "%.0f")});
     bool flip = tr.contains("flip_done") && tr["flip_done"].is_boolean() && tr["flip_done"].get<bool>();
     cl.push_back({"A8 -> A4 flip done", status_of(tr.contains("flip_done"), flip),
-                  flip ? "at step " + fmt(num(tr, {"flip_step"}), "%.0f") + " (" + fmt(num(tr, {"flip_tokens"}), "%.0f") +
+                  flip ? "at step " + fmt_number(json_number(tr, {"flip_step"}), "%.0f") + " (" + fmt_number(json_number(tr, {"flip_tokens"}), "%.0f") +
                              " tokens)"
                        : "not reached"});
   }
@@ -183,14 +184,14 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
     bool inputs = std::isfinite(qs) && std::isfinite(qt) && std::isfinite(ms) && std::isfinite(mt);
     cl.push_back({"QEI computed from measured or declared values",
                   status_of(have_eval && std::isfinite(mt) && mt > 0, inputs && std::isfinite(qei)),
-                  "Qs " + fmt(qs) + ", Qt " + fmt(qt) + ", Ms " + fmt(ms, "%.4g") + " GB (packed weights), Mt " +
-                      fmt(mt, "%.4g") + " GB (" + (msrc.empty() ? std::string("source unknown") : msrc) + ")"});
+                  "Qs " + fmt_number(qs) + ", Qt " + fmt_number(qt) + ", Ms " + fmt_number(ms, "%.4g") + " GB (packed weights), Mt " +
+                      fmt_number(mt, "%.4g") + " GB (" + (msrc.empty() ? std::string("source unknown") : msrc) + ")"});
   }
   {
     bool tiny = cx.plan.tiny;
     cl.push_back({tiny ? "dry run (small shape, tiny run) within 3 GiB" : "7B dry run within 3 GiB peak RSS",
                   status_of(std::isfinite(dr_rss), dr_rss <= 3.0 * 1024 * 1024 * 1024),
-                  params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss)});
+                  fmt_params(dr_params) + " params, peak RSS " + fmt_bytes(dr_rss)});
   }
   // The gates as eval evaluated them.
   {
@@ -205,7 +206,7 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
       const ojson& g = (*gates)[key];
       const std::string status = g.value("status", "");
       std::string detail = g.value("detail", "");
-      if (std::string(key) == "json_validity_ge_0.95") detail += "; teacher " + pct(json_t);
+      if (std::string(key) == "json_validity_ge_0.95") detail += "; teacher " + fmt_percent(json_t);
       cl.push_back({"gate: " + g.value("item", std::string(key)), status == "not_evaluated" ? "not_measured" : status,
                     detail});
     }
@@ -271,33 +272,8 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
   t += "stage       status      time      cpu       key numbers\n";
   for (const PipelineStage& s : stages) {
     const ojson& n = nums[s.name];
-    std::string note;
-    if (s.name == "tasks") note = fmt(num(n, {"train_items"}), "%.0f") + " train / " + fmt(num(n, {"eval_items"}), "%.0f") + " held-out items";
-    else if (s.name == "tokenizers") {
-      note = "student vocab " + fmt(num(n, {"student", "vocab_size"}), "%.0f");
-      if (n.contains("teacher")) note = "teacher vocab " + fmt(num(n, {"teacher", "vocab_size"}), "%.0f") + ", " + note;
-    } else if (s.name == "pretrain" && n.contains("last_loss"))
-      note = "loss " + fmt(num(n, {"first_loss"}), "%.3f") + " -> " + fmt(num(n, {"last_loss"}), "%.3f") + " in " +
-             fmt(num(n, {"steps"}), "%.0f") + " steps";
-    else if (s.name == "teacher" && n.contains("quality"))
-      note = "quality " + fmt(num(n, {"quality"})) + ", JSON valid " + pct(num(n, {"json_validity"})) + ", " +
-             fmt(num(n, {"avg_decode_tps"}), "%.0f") + " tok/s";
-    else if (s.name == "heldout" && n.contains("steps"))
-      note = fmt(num(n, {"prompts_ok"}), "%.0f") + " held-out prompts, " + fmt(num(n, {"steps_valid"}), "%.0f") +
-             " valid steps (eval's agreement and KL)";
-    else if (s.name == "collect" && n.contains("steps"))
-      note = fmt(num(n, {"prompts_ok"}) + (std::isfinite(num(n, {"prompts_already"})) ? num(n, {"prompts_already"}) : 0), "%.0f") +
-             " prompts, " + fmt(num(n, {"steps"}), "%.0f") + " steps (" + fmt(num(n, {"steps"}) - num(n, {"steps_valid"}), "%.0f") +
-             " invalid), top-K mass " + fmt(num(n, {"mean_topk_mass"}), "%.3f");
-    else if (s.name == "train" && n.contains("last_loss"))
-      note = "loss " + fmt(num(n, {"first_loss"}), "%.3f") + " -> " + fmt(num(n, {"last_loss"}), "%.3f") + ", KL " +
-             fmt(num(n, {"last_kl"}), "%.3f") + ", A" + fmt(num(n, {"act_bits"}), "%.0f") +
-             (n.value("flip_done", false) ? " (flipped at step " + fmt(num(n, {"flip_step"}), "%.0f") + ")" : " (no flip)");
-    else if (s.name == "eval" && n.contains("student_quality"))
-      note = "student " + fmt(qs) + " vs teacher " + fmt(qt) + ", QEI " + fmt(qei);
-    else if (s.name == "dryrun" && have_dryrun)
-      note = params_h(dr_params) + " params, peak RSS " + bytes_h(dr_rss) +
-             (std::isfinite(dr_decode) ? ", decode " + fmt(dr_decode, "%.1f") + " tok/s" : "");
+    const StageSpec* spec = stage_find(s.name);
+    std::string note = spec && spec->note && n.is_object() && !n.empty() ? spec->note(n) : "";
     if (s.status == "failed") note = "see " + s.log;
     if (s.status == "not_needed") note = s.detail;
     std::string time = s.status == "skipped" ? "(" + fmt_duration(s.recorded_duration_s) + ")" : fmt_duration(s.duration_s);
@@ -315,12 +291,12 @@ Status pipeline_summary_build(const Ctx& cx, const PipelineFacts& f, std::string
            fmt_duration(f.wall_s).c_str(), fmt_duration(ran_s).c_str(), fmt_duration(cx.server_cpu_s).c_str());
   t += line;
   if (have_eval) {
-    t += "quality (task score, held-out prompts): teacher " + fmt(qt) + ", student " + fmt(qs) + ", untrained " + fmt(qu) +
+    t += "quality (task score, held-out prompts): teacher " + fmt_number(qt) + ", student " + fmt_number(qs) + ", untrained " + fmt_number(qu) +
          "; JSON validity teacher " +
-         pct(json_t) + ", student " + pct(json_s) + "\n";
-    t += "memory (weights): teacher " + fmt(mt, "%.4g") + " GB, student " + fmt(ms, "%.4g") + " GB; decode: teacher " +
-         fmt(tps_t, "%.0f") + " tok/s, student " + fmt(tps_s, "%.0f") + " tok/s\n";
-    t += "QEI " + fmt(qei) + ", QEI_speed " + fmt(qei_speed) + "; student/teacher top-1 agreement " + pct(top1) + "\n";
+         fmt_percent(json_t) + ", student " + fmt_percent(json_s) + "\n";
+    t += "memory (weights): teacher " + fmt_number(mt, "%.4g") + " GB, student " + fmt_number(ms, "%.4g") + " GB; decode: teacher " +
+         fmt_number(tps_t, "%.0f") + " tok/s, student " + fmt_number(tps_s, "%.0f") + " tok/s\n";
+    t += "QEI " + fmt_number(qei) + ", QEI_speed " + fmt_number(qei_speed) + "; student/teacher top-1 agreement " + fmt_percent(top1) + "\n";
   }
   t += "checklist:\n";
   for (const Check& c : cl) {
