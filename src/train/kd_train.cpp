@@ -261,6 +261,9 @@ Status kd_train_run(const KdTrainOptions& o, const Tokenizer& student, Model* m,
                     o.attn_relation_weight);
     BK_TRY(with_context(model_load_any(o.attn_relation_teacher, &relation_teacher, nullptr),
                         "attention-relation teacher"));
+    // RoPE has no parameters: the teacher runs at the student's sequence length
+    // as the student it initialized does.
+    relation_teacher.cfg.max_seq_len = std::max(relation_teacher.cfg.max_seq_len, opt.seq);
     topt.relation_teacher = &relation_teacher;
     topt.relation_weight = o.attn_relation_weight;
     topt.relation_layer = o.attn_relation_layer;
