@@ -73,6 +73,13 @@ json engine_json(const InferWeights* w, const Timing& t) {
               {"projection_bits_per_weight", b.projection_bits_per_weight}};
 }
 
+// Parameters of packed weights built without a float model.
+int64_t packed_params(const InferWeights* w) {
+  InferWeightBytes b;
+  infer_weights_bytes_by_component(w, &b);
+  return b.embedding_params + b.norm_params + b.projection_params + b.head_params;
+}
+
 }  // namespace
 
 static int run_bench_infer(Args& a) {
@@ -106,9 +113,7 @@ static int run_bench_infer(Args& a) {
       BK_LOG_WARN("--embed %s ignored: a GGUF loaded straight into the packed engine keeps its own type (%s)",
                   embed.c_str(), row_type_name(info.embed_type));
     cfg = infer_weights_config(packed);
-    InferWeightBytes b;
-    infer_weights_bytes_by_component(packed, &b);
-    params = b.embedding_params + b.norm_params + b.projection_params + b.head_params;
+    params = packed_params(packed);
   } else if (packed_only && model_path.empty()) {
     // Random weights generated straight into the packed layout: no float
     // model, so shapes whose fp32 copy would not fit (7B) can be timed.
@@ -120,9 +125,7 @@ static int run_bench_infer(Args& a) {
     st = infer_weights_create_synthetic(so, &packed);
     if (!st.ok()) return cli_fail(a, st);
     cfg = so.cfg;
-    InferWeightBytes b;
-    infer_weights_bytes_by_component(packed, &b);
-    params = b.embedding_params + b.norm_params + b.projection_params + b.head_params;
+    params = packed_params(packed);
   } else {
     Model m;
     Status st;

@@ -163,6 +163,7 @@ Status copy_prompts(const std::string& path, KdPromptWriter* w) {
 }
 
 struct Outcome {
+  size_t pos = 0;  // position in this run's list of prompts to collect
   PromptItem item;
   bool ok = false;
   std::string error, kind;
@@ -554,6 +555,7 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
         size_t i = next.fetch_add(1);
         if (i >= todo.size()) break;
         auto o = std::make_unique<Outcome>();
+        o->pos = i;
         collect_one(client, student, &cache, *todo[i], opt, template_hash, teacher_model, provider, o.get());
         std::lock_guard<std::mutex> lk(mu);
         if (o->ok) ok_so_far++;
@@ -628,16 +630,25 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
     return ok_status();
   };
 
+  // Prompts are committed in list order whatever order the requests finish
+  // in (a prompt waits for the ones before it), so the traces' row order, and
+  // with it the training stream, does not depend on timing.
+  size_t next_commit = 0;
   {
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
       bool all_in = finished == todo.size() || (abort.load() && finished == std::min(next.load(), todo.size()));
-      size_t ok_pending = 0;
-      for (auto& o : pending) ok_pending += o->ok;
+      std::sort(pending.begin(), pending.end(),
+                [](const std::unique_ptr<Outcome>& a, const std::unique_ptr<Outcome>& b) { return a->pos < b->pos; });
+      size_t ready = 0, ok_ready = 0;  // the in-order prefix of pending
+      while (ready < pending.size() && (all_in || pending[ready]->pos == next_commit + ready))
+        ok_ready += pending[ready++]->ok;
       bool time_up = now_seconds() - last_flush >= opt.flush_seconds;
-      if (!pending.empty() && (all_in || (int64_t)ok_pending >= opt.flush_prompts || time_up)) {
+      if (ready > 0 && (all_in || (int64_t)ok_ready >= opt.flush_prompts || time_up)) {
         std::vector<std::unique_ptr<Outcome>> batch;
-        batch.swap(pending);
+        for (size_t k = 0; k < ready; k++) batch.push_back(std::move(pending[k]));
+        pending.erase(pending.begin(), pending.begin() + ready);
+        next_commit = batch.back()->pos + 1;
         lk.unlock();
         Status fs = flush(batch);
         last_flush = now_seconds();

@@ -355,6 +355,10 @@ TEST_F(Collect, CollectsReadableShardsAndResumes) {
   EXPECT_EQ(bk::path_basename(r.prompt_files[0]), "kd_prompts_000.parquet");
   EXPECT_EQ(r.prompts.size(), 10u);
   check_consistent(r);
+  // Rows follow the prompt list whatever order the 3 concurrent requests
+  // finished in, so a rerun trains on the same stream.
+  for (size_t i = 1; i < r.all_steps.size(); i++)
+    ASSERT_LE(r.all_steps[i - 1].prompt_idx, r.all_steps[i].prompt_idx) << "row " << i;
   bk::Tokenizer tok;
   ASSERT_TRUE(bk::tokenizer_load(g.tok, &tok).ok());
   int64_t valid = 0;
