@@ -489,9 +489,14 @@ Status gguf_map(const std::string& path, GgufFile* out) {
   const int fd = open(path.c_str(), O_RDONLY);
   if (fd < 0) return errorf("%s: cannot open GGUF file: %s", path.c_str(), strerror(errno));
   struct stat sb;
-  if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+  if (fstat(fd, &sb) != 0) {
+    const int e = errno;
     close(fd);
-    return errorf("%s: cannot map GGUF file: %s", path.c_str(), sb.st_size <= 0 ? "empty file" : strerror(errno));
+    return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(e));
+  }
+  if (sb.st_size <= 0) {
+    close(fd);
+    return errorf("%s: not a GGUF file (it is empty)", path.c_str());
   }
   void* addr = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);

@@ -632,7 +632,9 @@ Status collect_run(ProviderClient* client, const Tokenizer& student, const std::
 
   // Prompts are committed in list order whatever order the requests finish
   // in (a prompt waits for the ones before it), so the traces' row order, and
-  // with it the training stream, does not depend on timing.
+  // with it the training stream, does not depend on timing. A slow request
+  // holds back the commit of the answers after it; a collector killed then
+  // asks for those again when it resumes.
   size_t next_commit = 0;
   {
     std::unique_lock<std::mutex> lk(mu);
