@@ -70,11 +70,24 @@ inline void make_tiny_model(const std::string& name, TinyModel* out) {
   out->checkpoint = summary["checkpoint"].get<std::string>();
 }
 
+// A running `bitkd serve`. A server the test did not stop (it forgot, or an
+// ASSERT returned early) is stopped when this goes out of scope.
 struct Server {
   pid_t pid = -1;
   int out_fd = -1;
   int port = 0;
   std::string log_path;
+  Server() = default;
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int status = 0;
+      waitpid(pid, &status, 0);
+    }
+    if (out_fd >= 0) close(out_fd);
+  }
 };
 
 // Starts `bitkd serve` and reads "listening on http://127.0.0.1:PORT" from its
@@ -132,6 +145,7 @@ inline int stop_server(Server* s, int sig) {
   int status = 0;
   waitpid(s->pid, &status, 0);
   close(s->out_fd);
+  s->pid = -1, s->out_fd = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
