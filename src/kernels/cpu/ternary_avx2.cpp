@@ -34,6 +34,19 @@ BK_AVX2 inline __m256i join128(__m128i lo, __m128i hi) {
   return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
 }
 
+// The 4 code planes of a 32-byte I2 block: 32 consecutive codes each.
+BK_AVX2 inline void i2_planes(__m256i wb, __m256i c[4]) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  c[0] = _mm256_and_si256(wb, m3);
+  c[1] = _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3);
+  c[2] = _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3);
+  c[3] = _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3);
+}
+
+// Independent accumulators per token in the I2 tiles: with one or two tokens
+// one chain of dependent multiply-adds would bound the loop.
+constexpr int accumulators(int tokens) { return tokens == 1 ? 4 : tokens == 2 ? 2 : 1; }
+
 // Blocks summed in int16 before widening: a block adds at most 5 planes of
 // 512 per lane, so 8 blocks stay below 8 * 5 * 512 = 20480 < 32767.
 constexpr int32_t kGroup = 8;
@@ -47,7 +60,7 @@ constexpr int32_t kGroup = 8;
 // then takes fewer planes per block, so the int16 bound above still holds.
 template <int TT>
 BK_AVX2 void i2_row_tile(const KernelArgs& k, int32_t o, int32_t t0) {
-  constexpr int NA = TT == 1 ? 4 : TT == 2 ? 2 : 1;
+  constexpr int NA = accumulators(TT);
   const TernaryMatrix& w = *k.w;
   const uint8_t* row = w.data.data() + (int64_t)o * w.row_bytes;
   const int32_t nfull = w.cols_pad / 128;
@@ -66,9 +79,8 @@ BK_AVX2 void i2_row_tile(const KernelArgs& k, int32_t o, int32_t t0) {
       for (int j = 0; j < NA; j++) s[t][j] = _mm256_setzero_si256();
     for (int32_t b = g0; b < g1; b++) {
       const __m256i wb = load256(row + b * 32);
-      const __m256i c[4] = {_mm256_and_si256(wb, m3), _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3),
-                            _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3),
-                            _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3)};
+      __m256i c[4];
+      i2_planes(wb, c);
       for (int t = 0; t < TT; t++) {
         const int8_t* a = qt[t] + b * 128;
         for (int p = 0; p < 4; p++)
@@ -206,7 +218,7 @@ void rows_tiled(const KernelArgs& k, int32_t r0, int32_t r1) {
 // bit for bit.
 template <int TT>
 BK_VNNI void i2_row_tile_vnni(const KernelArgs& k, int32_t o, int32_t t0) {
-  constexpr int NA = TT == 1 ? 4 : TT == 2 ? 2 : 1;
+  constexpr int NA = accumulators(TT);
   const TernaryMatrix& w = *k.w;
   const uint8_t* row = w.data.data() + (int64_t)o * w.row_bytes;
   const int32_t nfull = w.cols_pad / 128;
@@ -219,9 +231,8 @@ BK_VNNI void i2_row_tile_vnni(const KernelArgs& k, int32_t o, int32_t t0) {
   }
   for (int32_t b = 0; b < nfull; b++) {
     const __m256i wb = _mm256_loadu_si256((const __m256i*)(row + b * 32));
-    const __m256i c[4] = {_mm256_and_si256(wb, m3), _mm256_and_si256(_mm256_srli_epi16(wb, 2), m3),
-                          _mm256_and_si256(_mm256_srli_epi16(wb, 4), m3),
-                          _mm256_and_si256(_mm256_srli_epi16(wb, 6), m3)};
+    __m256i c[4];
+    i2_planes(wb, c);
     for (int t = 0; t < TT; t++) {
       const int8_t* a = qt[t] + b * 128;
       for (int p = 0; p < 4; p++)
