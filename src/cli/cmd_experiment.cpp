@@ -45,6 +45,8 @@ const Command& command_experiment() {
           {"arms", nullptr, "", "Arms to run, comma-separated (default: all)"},
           {"seeds", nullptr, "3", "Seeds per arm"},
           {"steps", nullptr, "0", "Training steps per arm (0: the pipeline's TOTAL_STEPS)"},
+          {"grad-accum", "GRAD_ACCUM_STEPS", nullptr,
+           "Micro-batches per optimizer step of every arm (the A8 -> A4 flip budget counts them)"},
           {"on-policy-rounds", nullptr, "1",
            "kd_on_policy: times the student answers and the teacher scores it, evenly spaced over the steps"},
           {"resume", nullptr, "",

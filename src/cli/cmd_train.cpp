@@ -11,11 +11,11 @@
 #include "cli/train_flags.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "kernels/cpu/kernels.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/kd_loss.h"
 #include "train/kd_train.h"
+#include "train/setup.h"
 #include "train/trainer.h"
 
 namespace bk {
@@ -41,80 +41,109 @@ Status kd_config_from_args(const Args& a, KdLossConfig* c) {
   return kd_loss_config_validate(*c);
 }
 
-nlohmann::ordered_json num_or_null(double v) {
-  return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json();
+// The run's settings, stored in every checkpoint's metadata.
+std::string summary_json(const Args& a, const KdTrainOptions& ko, const Tokenizer& tok, const std::string& tok_path,
+                         bool deterministic) {
+  const TrainerOptions& opt = ko.trainer;
+  const KdLossConfig& lc = ko.loss;
+  nlohmann::ordered_json s;
+  s["command"] = "train";
+  s["data"] = ko.data.data_dir;
+  s["tokenizer"] = tok_path;
+  s["tokenizer_hash"] = tokenizer_hash(tok);
+  s["kd_loss"] = kd_divergence_name(lc.divergence);
+  s["tau"] = lc.tau;
+  s["tau2_scale"] = lc.tau2_scale;
+  s["kd_weight"] = lc.kd_weight;
+  s["ce_weight"] = lc.ce_weight;
+  s["format_weight"] = lc.format_weight;
+  s["plain_ce_weight"] = lc.plain_ce_weight;
+  double rel_w = 0;
+  if (arg_double(a, "attn-relation-weight", &rel_w).ok() && rel_w > 0) s["attn_relation_weight"] = rel_w;
+  s["topk"] = ko.data.max_topk;
+  s["batch"] = opt.batch;
+  s["seq"] = opt.seq;
+  s["grad_accum"] = opt.grad_accum;
+  s["total_steps"] = opt.total_steps;
+  s["flip_at_tokens"] = opt.flip_at_tokens;
+  s["a4_scope"] = a4_scope_name(ko.model.a4_scope);
+  s["schedule"] = nlohmann::ordered_json::parse(schedule_to_json(opt.sched));
+  s["deterministic"] = deterministic;
+  return s.dump();
 }
 
-int run_train(Args& a) {
-  TrainerOptions opt;
-  Status st = trainer_options_from_args(a, &opt);
-  if (!st.ok()) return cli_fail(a, st);
-  KdLossConfig lc;
-  st = kd_config_from_args(a, &lc);
-  if (!st.ok()) return cli_fail(a, st);
-  ModelConfig cfg;
-  st = model_config_from_args(a, 32000, opt.seq, &cfg);  // checks the flags before slower work
-  if (!st.ok()) return cli_fail(a, st);
+Status attn_relation_from_args(const Args& a, KdTrainOptions* ko) {
+  double w = 0;
+  long long layer = -1;
+  BK_TRY(arg_double(a, "attn-relation-weight", &w));
+  BK_TRY(arg_int(a, "attn-relation-layer", &layer));
+  if (!std::isfinite(w) || w < 0) return errorf("KD_ATTN_RELATION_WEIGHT=%g: use 0 (off) or a positive weight", w);
+  ko->attn_relation_weight = (float)w;
+  ko->attn_relation_layer = (int)layer;
+  return ok_status();
+}
 
+// BUDGET_TOKENS: --budget, or with --budget-from-data the real target tokens
+// this run will see (train/setup.h), counted with the loader options training uses.
+Status budget_from_args(const Args& a, const KdTrainOptions& ko, const Tokenizer& tok, double* budget) {
+  bool from_data = false;
+  BK_TRY(arg_bool(a, "budget-from-data", &from_data));
+  if (!from_data) return arg_double(a, "budget", budget);
+  LoaderOptions lo = ko.data;
+  lo.batch_size = ko.trainer.batch;
+  lo.max_seq_len = ko.trainer.seq;
+  lo.seed = ko.trainer.seed;
+  std::string note;
+  BK_TRY(flip_budget_from_data(lo, tok, ko.trainer.grad_accum, ko.trainer.total_steps, budget, &note));
+  BK_LOG_INFO("train: %s", note.c_str());
+  return ok_status();
+}
+
+Status train_from_args(Args& a) {
+  KdTrainOptions ko;
+  TrainerOptions& opt = ko.trainer;
+  BK_TRY(trainer_options_from_args(a, &opt));
+  KdLossConfig& lc = ko.loss;
+  BK_TRY(kd_config_from_args(a, &lc));
+  ModelConfig& cfg = ko.model;
+  BK_TRY(model_config_from_args(a, 32000, opt.seq, &cfg));  // checks the flags before slower work
   bool deterministic = false, allow_mismatch = false, no_flip = false, resume = false;
-  long long threads = 0;
-  st = config_bool(a.cfg, "DETERMINISTIC", &deterministic);
-  if (st.ok()) st = config_int(a.cfg, "THREADS", &threads);
-  if (st.ok()) st = arg_bool(a, "allow-tokenizer-mismatch", &allow_mismatch);
-  if (st.ok()) st = arg_bool(a, "no-flip", &no_flip);
-  if (st.ok()) st = arg_bool(a, "resume", &resume);
-  double budget = 0, frac = 0;
-  if (st.ok()) st = arg_double(a, "budget", &budget);
-  if (st.ok()) st = arg_double(a, "flip-fraction", &frac);
-  if (!st.ok()) return cli_fail(a, st);
-  if (!(budget >= 0) || !(frac >= 0)) return cli_fail(a, errorf("BUDGET_TOKENS and FLIP_FRACTION must be >= 0"));
-  kernels_set_threads(deterministic ? 1 : (int)threads);
+  double frac = 0;
+  BK_TRY(arg_bool(a, "allow-tokenizer-mismatch", &allow_mismatch));
+  BK_TRY(arg_bool(a, "no-flip", &no_flip));
+  BK_TRY(arg_bool(a, "resume", &resume));
+  BK_TRY(arg_double(a, "flip-fraction", &frac));
+  BK_TRY(attn_relation_from_args(a, &ko));
+  BK_TRY(train_setup_threads(a.cfg, nullptr, &deterministic));
 
   Tokenizer tok;
   std::string tok_path;
-  st = student_tokenizer_load(a, &tok, &tok_path);
-  if (!st.ok()) return cli_fail(a, st);
-  st = model_config_from_args(a, tokenizer_vocab_size(tok), opt.seq, &cfg);
-  if (!st.ok()) return cli_fail(a, st);
-  if (cfg.vocab_size < tokenizer_vocab_size(tok))
-    return cli_fail(a, errorf("--vocab %d is smaller than the student tokenizer's vocabulary (%d)", cfg.vocab_size,
-                              tokenizer_vocab_size(tok)));
-
-  KdTrainOptions ko;
-  st = loader_options_from_config(a.cfg, &ko.data);
-  if (!st.ok()) return cli_fail(a, st);
+  BK_TRY(student_tokenizer_load(a, &tok, &tok_path));
+  BK_TRY(model_config_from_args(a, tokenizer_vocab_size(tok), opt.seq, &cfg));
+  BK_TRY(train_check_vocab(cfg, tokenizer_vocab_size(tok)));
+  BK_TRY(loader_options_from_config(a.cfg, &ko.data));
   ko.data.allow_tokenizer_mismatch = ko.data.allow_tokenizer_mismatch || allow_mismatch;
-  const std::string data_dir = ko.data.data_dir;
-
-  ArtifactPaths paths = artifact_paths(a.cfg);
-  opt.checkpoint_dir = arg_str(a, "out").empty() ? paths.checkpoints : arg_str(a, "out");
-  opt.metrics_path =
-      arg_str(a, "metrics").empty() ? path_join(paths.logs, "train_metrics.jsonl") : arg_str(a, "metrics");
+  train_default_paths(a.cfg, arg_str(a, "out"), arg_str(a, "metrics"), &opt.checkpoint_dir, &opt.metrics_path);
   opt.label = "train";
   opt.flip_bits = 4;
-  const long long flip_at = (long long)std::llround(budget * frac);
-  if (!no_flip) opt.flip_at_tokens = flip_at > 0 ? flip_at : 1;
+  double budget = 0;
+  BK_TRY(budget_from_args(a, ko, tok, &budget));
+  if (!(budget >= 0) || !(frac >= 0)) return errorf("BUDGET_TOKENS and FLIP_FRACTION must be >= 0");
+  if (!no_flip) opt.flip_at_tokens = flip_at_tokens(budget, frac);
 
-  Model m;
-  if (resume) {
-    opt.resume_from = checkpoint_find_latest(opt.checkpoint_dir);
-    if (opt.resume_from.empty())
-      BK_LOG_WARN("train: --resume: no checkpoint in %s, starting fresh", opt.checkpoint_dir.c_str());
-  }
-  if (!opt.resume_from.empty()) {
-    ModelConfig ck;
-    st = checkpoint_read_config(opt.resume_from, &ck);
-    if (!st.ok()) return cli_fail(a, st);
-    if (ck.vocab_size < tokenizer_vocab_size(tok))
-      return cli_fail(a, errorf("%s has vocab %d but the student tokenizer has %d tokens: not the same tokenizer",
-                                opt.resume_from.c_str(), ck.vocab_size, tokenizer_vocab_size(tok)));
-    if (ck.max_seq_len < opt.seq)
-      return cli_fail(a, errorf("%s was trained with max_seq_len %d; MAX_SEQ_LEN %d is longer",
-                                opt.resume_from.c_str(), ck.max_seq_len, opt.seq));
-    cfg = ck;
-  } else {
+  ko.init_from = arg_str(a, "init-from");
+  ko.attn_relation_teacher = ko.init_from;  // kept when resuming
+  ResumeRequest rq;
+  rq.label = "train";
+  rq.resume = resume;
+  rq.checkpoint_dir = opt.checkpoint_dir;
+  rq.tokenizer_vocab = tokenizer_vocab_size(tok);
+  rq.seq = opt.seq;
+  rq.shape_from_flags = ko.init_from.empty();
+  BK_TRY(train_resolve_resume(rq, &cfg, &opt.resume_from));
+  if (opt.resume_from.empty())
     BK_LOG_INFO("train: student %s, checkpoints in %s", model_config_to_json(cfg).c_str(), opt.checkpoint_dir.c_str());
-  }
+  else ko.init_from.clear();  // the checkpoint already holds it
   if (opt.flip_at_tokens > 0 && cfg.act_bits != 8) {
     // Fresh: the student starts at 4 or 0 bits. Resumed: the checkpoint is past
     // its flip (its flip state, restored by the trainer, says when).
@@ -129,87 +158,31 @@ int run_train(Args& a) {
               kd_divergence_name(lc.divergence), lc.tau, lc.kd_weight, lc.tau2_scale ? " (x tau^2)" : "",
               lc.ce_weight, lc.format_weight, lc.plain_ce_weight);
   if (lc.kd_weight == 0) BK_LOG_INFO("train: --kd-weight 0: CE-only baseline (KD divergence measured, not trained)");
-  {
-    nlohmann::ordered_json s;
-    s["command"] = "train";
-    s["data"] = data_dir;
-    s["tokenizer"] = tok_path;
-    s["tokenizer_hash"] = tokenizer_hash(tok);
-    s["kd_loss"] = kd_divergence_name(lc.divergence);
-    s["tau"] = lc.tau;
-    s["tau2_scale"] = lc.tau2_scale;
-    s["kd_weight"] = lc.kd_weight;
-    s["ce_weight"] = lc.ce_weight;
-    s["format_weight"] = lc.format_weight;
-    s["plain_ce_weight"] = lc.plain_ce_weight;
-    double rel_w = 0;
-    if (arg_double(a, "attn-relation-weight", &rel_w).ok() && rel_w > 0) s["attn_relation_weight"] = rel_w;
-    s["topk"] = ko.data.max_topk;
-    s["batch"] = opt.batch;
-    s["seq"] = opt.seq;
-    s["grad_accum"] = opt.grad_accum;
-    s["total_steps"] = opt.total_steps;
-    s["flip_at_tokens"] = opt.flip_at_tokens;
-    s["a4_scope"] = a4_scope_name(cfg.a4_scope);
-    s["schedule"] = nlohmann::ordered_json::parse(schedule_to_json(opt.sched));
-    s["deterministic"] = deterministic;
-    opt.summary_json = s.dump();
-  }
+  opt.summary_json = summary_json(a, ko, tok, tok_path, deterministic);
 
-  ko.trainer = opt;
-  ko.loss = lc;
-  ko.model = cfg;
-  ko.init_from = arg_str(a, "init-from");
-  ko.attn_relation_teacher = ko.init_from;  // kept when resuming
-  {
-    double w = 0;
-    long long layer = -1;
-    st = arg_double(a, "attn-relation-weight", &w);
-    if (st.ok()) st = arg_int(a, "attn-relation-layer", &layer);
-    if (st.ok() && (!std::isfinite(w) || w < 0))
-      st = errorf("KD_ATTN_RELATION_WEIGHT=%g: use 0 (off) or a positive weight", w);
-    if (!st.ok()) return cli_fail(a, st);
-    ko.attn_relation_weight = (float)w;
-    ko.attn_relation_layer = (int)layer;
-  }
-  if (!ko.init_from.empty() && !opt.resume_from.empty()) ko.init_from.clear();  // the checkpoint already holds it
+  Model m;
   KdTrainResult r;
-  st = kd_train_run(ko, tok, &m, &r);
-  if (!st.ok()) return cli_fail(a, st);
+  BK_TRY(kd_train_run(ko, tok, &m, &r));
   BK_LOG_INFO("train: data: %s", r.data_stats_line.c_str());
   if (opt.flip_at_tokens > 0 && !r.train.flip.flip_done)
     BK_LOG_WARN("train: stopped at %lld real seen tokens, before the A8 -> A4 flip at %lld (FLIP_FRACTION x "
                 "BUDGET_TOKENS): the student still uses %d-bit activations",
                 r.train.seen_tokens, opt.flip_at_tokens, m.cfg.act_bits);
+  TrainReport rep = train_report_from(r.train, r.act_bits, opt.metrics_path);
+  rep.kd = true;
+  rep.first_kl = r.first_kl;
+  rep.last_kl = r.last_kl;
+  rep.first_ce = r.first_ce;
+  rep.last_ce = r.last_ce;
+  rep.nan_guards = r.nan_guards;
+  rep.data_json = r.data_stats_json;
+  printf("%s\n", train_report_to_json(rep).c_str());
+  return ok_status();
+}
 
-  nlohmann::ordered_json out;
-  out["checkpoint"] = r.train.last_checkpoint;
-  out["steps"] = r.train.steps_done;
-  out["steps_this_run"] = r.train.steps_this_run;
-  out["first_loss"] = num_or_null(r.train.first_loss);
-  out["last_loss"] = num_or_null(r.train.last_loss);
-  out["first_kl"] = num_or_null(r.first_kl);
-  out["last_kl"] = num_or_null(r.last_kl);
-  out["first_ce"] = num_or_null(r.first_ce);
-  out["last_ce"] = num_or_null(r.last_ce);
-  out["seen_tokens"] = r.train.seen_tokens;
-  out["flip_done"] = r.train.flip.flip_done;
-  out["flip_step"] = r.train.flip.flip_step;
-  out["flip_tokens"] = r.train.flip.flip_tokens;
-  out["act_bits"] = r.act_bits;
-  out["skipped_steps"] = r.train.skipped;
-  out["nan_guards"] = r.nan_guards;
-  out["tokens_per_s"] = r.train.tokens_per_s;
-  if (r.train.ranks > 1) {
-    out["ranks"] = r.train.ranks;
-    out["allreduce_s"] = r.train.allreduce_s;
-    out["allreduce_share"] = r.train.wall_s > 0 ? r.train.allreduce_s / r.train.wall_s : 0.0;
-  }
-  out["wall_s"] = r.train.wall_s;
-  out["metrics"] = opt.metrics_path;
-  out["data"] = nlohmann::ordered_json::parse(r.data_stats_json);
-  printf("%s\n", out.dump().c_str());
-  return 0;
+int run_train(Args& a) {
+  const Status st = train_from_args(a);
+  return st.ok() ? 0 : cli_fail(a, st);
 }
 
 }  // namespace
@@ -243,6 +216,9 @@ const Command& command_train() {
             {"allow-tokenizer-mismatch", "KD_ALLOW_TOKENIZER_MISMATCH", nullptr,
              "Train on shards projected for another tokenizer", true},
             {"budget", "BUDGET_TOKENS", nullptr, "Token budget (the flip happens at FLIP_FRACTION of it)"},
+            {"budget-from-data", nullptr, "",
+             "BUDGET_TOKENS = the target tokens this run sees: steps x batch x GRAD_ACCUM_STEPS x the mean per example",
+             true},
             {"flip-fraction", "FLIP_FRACTION", nullptr, "Fraction of BUDGET_TOKENS at which activations go 8 -> 4 bit"},
             {"no-flip", nullptr, "", "Never flip activations", true},
             {"out", nullptr, "", "Checkpoint directory (default: CHECKPOINTS_DIR)"},

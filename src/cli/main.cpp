@@ -11,6 +11,7 @@
 #include "core/dist.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "train/setup.h"
 
 namespace bk {
 
@@ -203,7 +204,7 @@ static int run_main(int argc, char** argv) {
       if (!freopen("/dev/null", "w", stdout)) fprintf(stderr, "bitkd: rank %d: cannot silence stdout\n", dist_rank());
       if (log_get_level() < LOG_ERROR) log_set_level(LOG_ERROR);
     }
-    if (threads <= 0) threads = std::max(1, omp_get_num_procs() / dist_local_size());
+    threads = train_thread_count(false, threads, omp_get_num_procs(), dist_local_size());
     BK_LOG_INFO("%s, %lld threads per rank", dist_describe().c_str(), threads);
   }
   if (threads > 0) omp_set_num_threads((int)threads);

@@ -17,6 +17,7 @@
 #include "report/report.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/setup.h"
 
 namespace bk {
 
@@ -85,24 +86,31 @@ double report_number(const std::string& path, std::initializer_list<const char*>
   return cur->is_number() ? cur->get<double>() : NAN;
 }
 
-// The A8 -> A4 budget, counted like the pipeline's train stage does.
-Status flip_budget(const Ctx& cx, const std::string& data, double* budget) {
+// The A8 -> A4 budget of one run (train/setup.h), counted as the train
+// command counts it for the pipeline's train stage (--budget-from-data): this
+// experiment's steps and GRAD_ACCUM_STEPS, the loader seeded as the child
+// is. Passed explicitly so that the on-policy arm's later parts keep the
+// whole run's budget.
+Status flip_budget(const Ctx& cx, const std::string& data, long long steps, long long grad_accum, int seed,
+                   double* budget) {
+  if (cx.plan.budget_user) {
+    *budget = cx.plan.budget_user_value;
+    return ok_status();
+  }
   LoaderOptions lo;
   BK_TRY(loader_options_from_config(cx.cfg, &lo));
   lo.data_dir = data;
   lo.max_seq_len = (int)cx.plan.s_seq;
   lo.batch_size = (int)cx.plan.s_batch;
+  lo.seed = (uint64_t)seed;
   Tokenizer tok;
   BK_TRY(tokenizer_load(cx.student_tok, &tok));
-  double mean = 0;
-  int64_t n = 0;
-  BK_TRY(loader_count_targets(lo, tok, &mean, &n));
-  *budget = std::floor(mean * (double)cx.plan.s_batch * (double)cx.plan.s_steps);
-  return ok_status();
+  return flip_budget_from_data(lo, tok, grad_accum, steps, budget, nullptr);
 }
 
 struct RunCtx {
   Ctx* cx;
+  long long grad_accum = 1;  // GRAD_ACCUM_STEPS of every train command
   std::string dir, log;
   ProcessEnv env;
 };
@@ -115,15 +123,16 @@ Status run(RunCtx& r, std::vector<std::string> argv) {
   return process_run(argv, r.env, r.log, nullptr, &cpu);
 }
 
-std::vector<std::string> train_argv(const Ctx& cx, const ExperimentArm& a, const std::string& data, const std::string& out,
-                                    long long steps, long long horizon, double budget) {
+std::vector<std::string> train_argv(const RunCtx& r, const ExperimentArm& a, const std::string& data,
+                                    const std::string& out, long long steps, long long horizon, double budget) {
+  const Ctx& cx = *r.cx;
   const PipelinePlan& p = cx.plan;
   std::vector<std::string> v = {"train", "--tokenizer", cx.student_tok, "--data", data, "--out", out, "--metrics",
                                 path_join(out, "train_metrics.jsonl"), "--dim", std::to_string(p.s_dim), "--layers",
                                 std::to_string(p.s_layers), "--heads", std::to_string(p.s_heads), "--ffn",
                                 std::to_string(p.s_ffn), "--seq", std::to_string(p.s_seq), "--batch",
-                                std::to_string(p.s_batch), "--steps", std::to_string(steps), "--tmax", std::to_string(horizon), "--lr", fmt_num(p.s_lr),
-                                "--warmup", std::to_string(p.s_warmup), "--budget", fmt_num(budget),
+                                std::to_string(p.s_batch), "--grad-accum", std::to_string(r.grad_accum), "--steps", std::to_string(steps), "--tmax", std::to_string(horizon), "--lr", fmt_num(p.s_lr),
+                                "--warmup", std::to_string(p.s_warmup), "--budget", fmt_exact(budget),
                                 "--checkpoint-interval", "0", "--log-interval", std::to_string(p.s_log_interval),
                                 "--kd-weight", a.kd ? fmt_num(p.kd_weight) : "0", "--ce-weight", fmt_num(p.ce_weight),
                                 "--plain-ce-weight", fmt_num(p.ce_weight)};
@@ -152,7 +161,7 @@ std::vector<std::string> eval_argv(const Ctx& cx, const std::string& model, cons
 Status train_arm(RunCtx& r, const ExperimentArm& a, const std::string& data, const std::string& ckpt_dir,
                  long long steps, int on_policy_rounds, double budget) {
   Ctx& cx = *r.cx;
-  if (!a.on_policy) return run(r, train_argv(cx, a, data, ckpt_dir, steps, steps, budget));
+  if (!a.on_policy) return run(r, train_argv(r, a, data, ckpt_dir, steps, steps, budget));
   // R rounds split the steps into R + 1 equal parts. After each part but the
   // last, the student answers the KD prompts, the teacher scores those
   // answers, and training resumes on the references plus every on-policy
@@ -162,7 +171,7 @@ Status train_arm(RunCtx& r, const ExperimentArm& a, const std::string& data, con
   for (int k = 0; k <= rounds; k++) {
     const long long until = steps * (k + 1) / (rounds + 1);
     // Stops at `until` on the whole run's schedule (the decay horizon is all steps).
-    std::vector<std::string> v = train_argv(cx, a, mix, ckpt_dir, until, steps, budget);
+    std::vector<std::string> v = train_argv(r, a, mix, ckpt_dir, until, steps, budget);
     if (k > 0) v.push_back("--resume");
     BK_TRY(run(r, v));
     if (k == rounds) break;
@@ -202,10 +211,11 @@ bool training_done(const std::string& ckpt_dir, long long steps, const ojson& in
 
 // One arm, one seed: train (unless --resume finds it trained), then eval on
 // the validation and held-out prompts.
-Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int on_policy_rounds, bool resume,
-               Run* out) {
+Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, long long grad_accum, int on_policy_rounds,
+               bool resume, Run* out) {
   RunCtx r;
   r.cx = &cx;
+  r.grad_accum = grad_accum;
   r.dir = path_join(path_join(path_join(cx.paths.root, "experiment"), a.name), "seed" + std::to_string(seed));
   BK_TRY(make_dirs(r.dir));
   r.log = path_join(r.dir, "run.log");
@@ -215,10 +225,10 @@ Status run_arm(Ctx& cx, const ExperimentArm& a, int seed, long long steps, int o
   const std::string ckpt_dir = path_join(r.dir, "checkpoints");
   const std::string data = traces_dir(cx, a.sources);
   double budget = 0;
-  BK_TRY(flip_budget(cx, data, &budget));
+  BK_TRY(flip_budget(cx, data, steps, grad_accum, seed, &budget));
   ojson stamp;
   read_json_file(path_join(cx.stamps_dir, "heldout.json"), &stamp);
-  const ojson inputs = {{"train", train_argv(cx, a, data, ckpt_dir, steps, steps, budget)},
+  const ojson inputs = {{"train", train_argv(r, a, data, ckpt_dir, steps, steps, budget)},
                         {"seed", seed},
                         {"on_policy_rounds", a.on_policy ? on_policy_rounds : 0},
                         {"traces_fingerprint", stamp.value("fingerprint", "")}};
@@ -276,6 +286,9 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
                   "with the student (teacher initialization and scoring need both); unset TEACHER_PROVIDER, "
                   "TOKENIZER_NAME and PIPELINE_STUDENT_TOKENIZER");
   const long long steps = o.steps > 0 ? o.steps : cx.plan.s_steps;
+  long long grad_accum = 1;
+  BK_TRY(config_int(c, "GRAD_ACCUM_STEPS", &grad_accum));
+  if (grad_accum < 1) return errorf("GRAD_ACCUM_STEPS=%lld must be >= 1", grad_accum);
   process_install_interrupt_handlers();
   {
     // The teacher on the validation prompts, for the table.
@@ -300,7 +313,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
       const double t = now_seconds();
       printf("[experiment] %-20s seed %d ...", a->name, r.seed);
       fflush(stdout);
-      Status st = run_arm(cx, *a, r.seed, steps, o.on_policy_rounds, o.resume, &r);
+      Status st = run_arm(cx, *a, r.seed, steps, grad_accum, o.on_policy_rounds, o.resume, &r);
       r.wall_s = now_seconds() - t;
       r.ok = st.ok();
       r.error = st.msg;
@@ -322,7 +335,7 @@ Status experiment_run(const Config& cfg, const ExperimentOptions& o) {
   j["command"] = "experiment";
   j["timestamp"] = utc_timestamp_iso();
   j["seeds"] = o.seeds;
-  j["budget"] = {{"steps", steps}, {"batch", cx.plan.s_batch}, {"seq", cx.plan.s_seq},
+  j["budget"] = {{"steps", steps}, {"batch", cx.plan.s_batch}, {"grad_accum", grad_accum}, {"seq", cx.plan.s_seq},
                  {"on_policy_rounds", o.on_policy_rounds},
                  {"note", "every arm: the same steps of the same batch and sequence length"}};
   j["student"] = cx.plan.settings["student"];

@@ -133,15 +133,14 @@ void stop_server(Ctx& cx);
 // Resolves the plan, the teacher and the artifact paths of a run (runner.cpp).
 Status pipeline_setup(Ctx& cx);
 std::string upstream_run_id(const Ctx& cx, const char* stage);
-std::string fmt_num(double v);
+std::string fmt_num(double v);  // %.6g, for display and flags where 6 digits suffice
+std::string fmt_exact(double v);  // every digit a double holds (%.17g): a value passed on must not move
 std::string fmt_duration(double s);
 bool read_json_file(const std::string& path, ojson* out);
 void append_to_file(const std::string& path, const std::string& text);
 void remove_files(const std::vector<std::string>& paths);
 std::string file_hash(const std::string& path);       // content identity ("" when missing)
 std::string tokenizer_file_hash(const std::string& path);
-// The key numbers a command prints as its last JSON line (else the stamp's).
-ojson last_json_numbers(const std::string& log, const Stamp& st, std::initializer_list<const char*> keys);
 
 // reports/pipeline_summary.json and the closing text (summary.cpp).
 struct PipelineFacts {

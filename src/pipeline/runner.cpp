@@ -542,6 +542,12 @@ std::string fmt_num(double v) {
   return buf;
 }
 
+std::string fmt_exact(double v) {
+  char buf[40];
+  snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 std::string fmt_duration(double s) {
   char buf[32];
   if (!(s >= 0)) return "-";
@@ -580,28 +586,6 @@ std::string tokenizer_file_hash(const std::string& path) {
   Tokenizer t;
   if (!tokenizer_load(path, &t).ok()) return "";
   return tokenizer_hash(t).substr(0, 16);
-}
-
-ojson last_json_numbers(const std::string& log, const Stamp& st, std::initializer_list<const char*> keys) {
-  std::string text;
-  if (!read_file(log, &text).ok()) return st.numbers;
-  size_t end = text.size();
-  while (end > 0) {
-    size_t start = text.rfind('\n', end - 1);
-    start = start == std::string::npos ? 0 : start + 1;
-    if (text[start] == '{') {
-      ojson j = ojson::parse(text.substr(start, end - start), nullptr, false);
-      if (j.is_object()) {
-        ojson out = ojson::object();
-        for (const char* k : keys)
-          if (j.contains(k)) out[k] = j[k];
-        return out;
-      }
-    }
-    if (start == 0) break;
-    end = start - 1;
-  }
-  return st.numbers;
 }
 
 // ---- the run --------------------------------------------------------------------

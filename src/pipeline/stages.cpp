@@ -12,6 +12,7 @@
 #include "pipeline/internal.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/setup.h"
 
 namespace bk {
 
@@ -124,6 +125,19 @@ ojson tokenizers_numbers(const Ctx& cx, const Stamp&) {
   return j;
 }
 
+// These keys of the training report (train/setup.h) a pretrain or train
+// stage's command printed last in its log; no log: the stamp's numbers.
+ojson report_numbers(const std::string& log, const Stamp& st, std::initializer_list<const char*> keys) {
+  std::string text;
+  TrainReport r;
+  if (!read_file(log, &text).ok() || !train_report_parse(text, &r).ok()) return st.numbers;
+  const ojson all = ojson::parse(train_report_to_json(r));
+  ojson j = ojson::object();
+  for (const char* k : keys)
+    if (all.contains(k)) j[k] = all[k];
+  return j;
+}
+
 // ---- pretrain: the local float teacher ----------------------------------------------
 
 std::string pretrain_what(const Ctx& cx) {
@@ -187,8 +201,8 @@ Status pretrain_run(Ctx& cx, bool resume, PipelineStage* rec) {
   return run_command(cx, rec, a);
 }
 ojson pretrain_numbers(const Ctx& cx, const Stamp& st) {
-  ojson j = last_json_numbers(stage_log_path(cx, stage::kPretrain), st,
-                              {"checkpoint", "steps", "first_loss", "last_loss", "seen_tokens", "tokens_per_s"});
+  ojson j = report_numbers(stage_log_path(cx, stage::kPretrain), st,
+                           {"checkpoint", "steps", "first_loss", "last_loss", "seen_tokens", "tokens_per_s"});
   ModelConfig mc;
   std::string ck = checkpoint_find_latest(cx.teacher_dir);
   if (!ck.empty() && checkpoint_read_config(ck, &mc).ok()) {
@@ -408,28 +422,6 @@ void train_clean(Ctx& cx) {
 }
 Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
   const PipelinePlan& p = cx.plan;
-  double budget = p.budget_user_value;
-  if (!p.budget_user) {
-    // The flip belongs inside the run: the budget is the real target tokens
-    // this run will see (counted by the loader itself), so FLIP_FRACTION of
-    // it is reached.
-    LoaderOptions lo;
-    BK_TRY(loader_options_from_config(cx.cfg, &lo));
-    lo.data_dir = train_data_dirs(cx);
-    lo.max_seq_len = (int)p.s_seq;
-    lo.batch_size = (int)p.s_batch;
-    Tokenizer tok;
-    BK_TRY(tokenizer_load(cx.student_tok, &tok));
-    double mean = 0;
-    int64_t n = 0;
-    BK_TRY(loader_count_targets(lo, tok, &mean, &n));
-    long long accum = 1;
-    BK_TRY(config_int(cx.cfg, "GRAD_ACCUM_STEPS", &accum));
-    budget = std::floor(mean * (double)p.s_batch * (double)std::max(1LL, accum) * (double)p.s_steps);
-    append_to_file(rec->log, "# BUDGET_TOKENS = " + fmt_num(budget) + ": " + std::to_string(p.s_steps) + " steps x " +
-                                 std::to_string(p.s_batch * std::max(1LL, accum)) + " examples x " + fmt_num(mean) +
-                                 " mean target tokens over " + std::to_string(n) + " training examples\n");
-  }
   std::vector<std::string> a = command_argv(cx, {"train"});
   add_flag(&a, "tokenizer", cx.student_tok);
   add_flag(&a, "data", train_data_dirs(cx));
@@ -445,17 +437,21 @@ Status train_run(Ctx& cx, bool resume, PipelineStage* rec) {
   add_flag(&a, "warmup", p.s_warmup);
   add_flag_num(&a, "kd-weight", p.kd_weight);
   add_flag_num(&a, "ce-weight", p.ce_weight);
-  add_flag(&a, "budget", fmt_num(budget));
+  // The flip belongs inside the run: unless BUDGET_TOKENS is set, the budget
+  // is the real target tokens this run will see, counted by the train
+  // command's own loader (train/setup.h), so FLIP_FRACTION of it is reached.
+  if (p.budget_user) add_flag(&a, "budget", fmt_exact(p.budget_user_value));
+  else a.push_back("--budget-from-data");
   add_flag(&a, "checkpoint-interval", p.s_ckpt_interval);
   add_flag(&a, "log-interval", p.s_log_interval);
   if (resume) a.push_back("--resume");
   return run_command(cx, rec, a);
 }
 ojson train_numbers(const Ctx& cx, const Stamp& st) {
-  return last_json_numbers(stage_log_path(cx, stage::kTrain), st,
-                           {"checkpoint", "steps", "first_loss", "last_loss", "first_kl", "last_kl", "first_ce",
-                            "last_ce", "seen_tokens", "flip_done", "flip_step", "flip_tokens", "act_bits",
-                            "nan_guards", "skipped_steps", "tokens_per_s"});
+  return report_numbers(stage_log_path(cx, stage::kTrain), st,
+                        {"checkpoint", "steps", "first_loss", "last_loss", "first_kl", "last_kl", "first_ce", "last_ce",
+                         "seen_tokens", "flip_done", "flip_step", "flip_tokens", "act_bits", "nan_guards",
+                         "skipped_steps", "tokens_per_s"});
 }
 
 // ---- eval: the student on the held-out prompts, QEI ----------------------------------

@@ -1,9 +1,12 @@
 #include "train/lm_data.h"
 
 #include <algorithm>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/fs.h"
 #include "core/rng.h"
+#include "tokenizer/chat_template.h"
 
 namespace bk {
 
@@ -129,6 +132,103 @@ Status lm_restore_position(LmDataset* d, const std::string& json) {
   }
   make_perm(d);
   return ok_status();
+}
+
+// ---- files -------------------------------------------------------------------
+
+// Plain text: one token stream (BOS, the text, EOS). Encoded in pieces cut at
+// line ends so huge files do not go through SentencePiece in one call; pieces
+// after the first are continuations (no dummy-prefix space is inserted).
+Status lm_load_text(const std::string& path, const Tokenizer& tok, LmDataset* d) {
+  std::string text;
+  BK_TRY(read_file(path, &text));
+  if (text.empty()) return errorf("%s is empty", path.c_str());
+  std::vector<int32_t> all, ids;
+  const size_t piece = 1 << 16;
+  size_t pos = 0;
+  bool first = true;
+  while (pos < text.size()) {
+    size_t end = std::min(text.size(), pos + piece);
+    if (end < text.size()) {
+      size_t nl = text.find('\n', end);
+      end = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    std::string chunk = text.substr(pos, end - pos);
+    if (first) BK_TRY(with_context(tokenizer_encode(tok, chunk, true, &ids), path));
+    else BK_TRY(with_context(tokenizer_encode_continuation(tok, chunk, &ids), path));
+    all.insert(all.end(), ids.begin(), ids.end());
+    first = false;
+    pos = end;
+  }
+  if (tokenizer_eos_id(tok) >= 0) all.push_back(tokenizer_eos_id(tok));
+  lm_add_stream(d, all);
+  return ok_status();
+}
+
+// JSONL: {"prompt": ..., "response": ...} per line (or {"text": ...} for a
+// plain document, all tokens learned). Errors name the file and line.
+Status lm_load_jsonl(const std::string& path, const Tokenizer& tok, const std::string& tmpl, LmDataset* d) {
+  std::string text;
+  BK_TRY(read_file(path, &text));
+  size_t pos = 0;
+  int line_no = 0, examples = 0;
+  const int32_t eos = tokenizer_eos_id(tok);
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    line_no++;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      return errorf("%s:%d: not valid JSON (%s)", path.c_str(), line_no, e.what());
+    }
+    if (!j.is_object()) return errorf("%s:%d: expected a JSON object", path.c_str(), line_no);
+    std::vector<int32_t> ids, resp;
+    std::vector<uint8_t> target;
+    if (j.contains("prompt") || j.contains("response")) {
+      if (!j.contains("prompt") || !j["prompt"].is_string() || !j.contains("response") || !j["response"].is_string())
+        return errorf("%s:%d: \"prompt\" and \"response\" must both be strings", path.c_str(), line_no);
+      std::string rendered;
+      BK_TRY(template_render(tmpl, j["prompt"].get<std::string>(), &rendered));
+      BK_TRY(with_context(tokenizer_encode(tok, rendered, true, &ids), path + ":" + std::to_string(line_no)));
+      BK_TRY(with_context(tokenizer_encode_continuation(tok, j["response"].get<std::string>(), &resp),
+                          path + ":" + std::to_string(line_no)));
+      target.assign(ids.size(), 0);
+      ids.insert(ids.end(), resp.begin(), resp.end());
+      if (eos >= 0) ids.push_back(eos);
+      target.resize(ids.size(), 1);
+    } else if (j.contains("text") && j["text"].is_string()) {
+      BK_TRY(with_context(tokenizer_encode(tok, j["text"].get<std::string>(), true, &ids),
+                          path + ":" + std::to_string(line_no)));
+      if (eos >= 0) ids.push_back(eos);
+      target.assign(ids.size(), 1);
+      target[0] = 0;
+    } else {
+      return errorf("%s:%d: expected {\"prompt\": ..., \"response\": ...} or {\"text\": ...}", path.c_str(),
+                    line_no);
+    }
+    lm_add_example(d, ids, target);
+    examples++;
+  }
+  if (examples == 0) return errorf("%s has no examples", path.c_str());
+  return ok_status();
+}
+
+static bool has_suffix(const std::string& s, const char* suf) {
+  const size_t n = strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+Status lm_load_file(const std::string& path, std::string* format, const Tokenizer& tok, const std::string& tmpl,
+                    LmDataset* d) {
+  if (*format == "auto") *format = (has_suffix(path, ".jsonl") || has_suffix(path, ".json")) ? "jsonl" : "text";
+  if (*format == "jsonl") return lm_load_jsonl(path, tok, tmpl, d);
+  if (*format == "text") return lm_load_text(path, tok, d);
+  return errorf("--format '%s' is unknown: use auto, text or jsonl", format->c_str());
 }
 
 }  // namespace bk

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
 namespace bk {
@@ -46,5 +47,16 @@ Status lm_next_batch(LmDataset* d, int batch, Batch* b);
 // {"epoch", "cursor", "rows", "checksum"}; restore refuses a different dataset.
 std::string lm_position_json(const LmDataset& d);
 Status lm_restore_position(LmDataset* d, const std::string& json);
+
+// Files (`bitkd pretrain --data`). Plain text: one stream (BOS, the text,
+// EOS). JSONL: {"prompt": ..., "response": ...} per line rendered with the
+// chat template `tmpl`, loss on the response and EOS ({"text": ...}: every
+// token). Errors name the file and line.
+Status lm_load_text(const std::string& path, const Tokenizer& tok, LmDataset* d);
+Status lm_load_jsonl(const std::string& path, const Tokenizer& tok, const std::string& tmpl, LmDataset* d);
+// One of the two by *format: text, jsonl, or auto (.jsonl/.json: jsonl, else
+// text), which becomes the one chosen.
+Status lm_load_file(const std::string& path, std::string* format, const Tokenizer& tok, const std::string& tmpl,
+                    LmDataset* d);
 
 }  // namespace bk
