@@ -363,6 +363,14 @@ ojson collect_numbers(const Ctx& cx, const Stamp&) {
 // In their own folder so training never reads them: eval measures agreement
 // and KL on prompts the student did not train on.
 
+// The teacher's scores of the held-out references, as the train traces are;
+// a teacher that cannot score a given text (KD_SOURCES without reference)
+// gives its own samples here too.
+std::string heldout_source(const Ctx& cx) {
+  for (const std::string& s : cx.plan.kd_sources)
+    if (s == "reference") return s;
+  return "teacher_sample";
+}
 std::string heldout_what(const Ctx& cx) {
   return "KD traces of the " + std::to_string(cx.plan.eval_prompts) + " held-out prompts (for eval only)";
 }
@@ -372,6 +380,7 @@ void heldout_inputs(const Ctx& cx, ojson* in) {
   (*in)["tasks"] = cx.eval_prompts_user ? file_hash(config_str(cx.cfg, "EVAL_PROMPTS_FILE")) : file_hash(cx.eval_jsonl);
   (*in)["prompts"] = cx.plan.eval_prompts;
   (*in)["max_tokens"] = cx.plan.kd_tokens;
+  (*in)["source"] = heldout_source(cx);
 }
 std::vector<std::string> heldout_outputs(const Ctx& cx) {
   return {logs(cx, "collect_heldout_stats.json"), path_join(heldout_dir(cx), kd_shard_name(0))};
@@ -384,6 +393,9 @@ Status heldout_run(Ctx& cx, bool, PipelineStage* rec) {
   add_flag(&h, "max-tokens", cx.plan.kd_tokens);
   add_flag(&h, "concurrency", cx.plan.concurrency);
   add_flag(&h, "tokenizer", cx.student_tok);
+  const std::string src = heldout_source(cx);
+  add_flag(&h, "source", src);
+  if (src != "teacher_sample") add_flag(&h, "api", "completions");  // scoring needs echo, as in collect
   add_flag(&h, "out", heldout_dir(cx));
   add_flag(&h, "stats", logs(cx, "collect_heldout_stats.json"));
   return run_command(cx, rec, h);

@@ -4,9 +4,12 @@
 // the logits z [vocab] and overwrites them with dL/dz, so no second
 // [n, vocab] buffer exists (each thread holds one [vocab] scratch row).
 //
-// Per position i with a KD bucket (K' distinct valid top-K ids + "other"):
+// Per position i with a KD bucket (K' distinct valid top-K ids + "other"),
+// both sides' buckets formed the same way: the masses at temperature 1, then
+// tempered over the K'+1 buckets (so a student equal to the teacher has zero
+// loss and zero gradient at every tau):
 //   q  = softmax([topk_logprobs, other_logprob] / tau)          (K'+1 buckets)
-//   P  = softmax(z / tau),  p_k = P[id_k],  p_other = 1 - sum_k p_k
+//   P1 = softmax(z),  l = log([P1[id_k], 1 - sum_k P1[id_k]]),  p = softmax(l / tau)
 //   D  = KL(q || p)  |  KL(p || q)  |  JSD(q, p)                 (over the buckets)
 //   L_i = kd_weight * (tau2_scale ? tau^2 : 1) * D
 //       + (ce_weight + format_weight * is_struct) * CE(z, target)
@@ -25,13 +28,15 @@
 // (including -inf) are raised to it, so reverse KL and JSD stay finite.
 //
 // p_other is computed without cancellation: the top-K logits are masked out
-// of the exponent pass, so sum_{v not in top-K} exp(z_v/tau - max) is summed
+// of the exponent pass, so sum_{v not in top-K} exp(z_v - max) is summed
 // directly. It is floored at kKdStudentOtherFloor (that bucket then passes no
 // gradient; counted in other_clamped).
 //
 // --kd-weight 0 is the CE-only baseline on the same data: every position
-// with a target gets plain_ce_weight * CE, KD buckets are only measured
-// (KdLossParts::kd_mean) and pass no gradient.
+// with a target gets plain_ce_weight * CE (plus format_weight * CE at
+// structural positions, as with KD, so the baseline differs in the KD term
+// only); KD buckets are only measured (KdLossParts::kd_mean) and pass no
+// gradient.
 #include <cstdint>
 #include <string>
 

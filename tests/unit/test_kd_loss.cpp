@@ -1,17 +1,25 @@
 // The fused KD loss (train/kd_loss.h) against a plain, unfused double
 // precision implementation written here from docs/training.md (softmax over the
-// whole vocabulary, p_other = 1 - sum p_k, explicit bucket lists), and its
-// gradient against central finite differences of that double loss.
+// whole vocabulary, p_other = 1 - sum p_k, explicit bucket lists, the buckets
+// tempered afterwards), its gradient against central finite differences of
+// that double loss, and both against an independent PyTorch reference
+// (tests/reference/kd_loss_ref.py: the teacher's buckets from its full logits,
+// autograd for the gradient).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <vector>
 
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
 #include "train/kd_loss.h"
 #include "train/loss.h"
+#include "testutil/testutil.h"
 
 using namespace bk;
 
@@ -139,7 +147,7 @@ RefOut ref_loss(const Case& c, const std::vector<double>& z, const KdLossConfig&
     }
     p.train = p.kd && cfg.kd_weight > 0;
     p.st = p.kd && c.is_struct[i];
-    p.w = p.train ? cfg.ce_weight + (p.st ? cfg.format_weight : 0.0) : cfg.plain_ce_weight;
+    p.w = (p.train ? cfg.ce_weight : cfg.plain_ce_weight) + (p.st ? cfg.format_weight : 0.0);
     p.contrib = (p.has_t && p.w > 0) || p.train;
     o.positions += p.contrib;
   }
@@ -157,22 +165,26 @@ RefOut ref_loss(const Case& c, const std::vector<double>& z, const KdLossConfig&
       if (p.contrib) sum += p.w * ce;
     }
     if (!p.kd) continue;
-    // Student: full softmax at temperature tau, buckets picked out of it.
+    // Student: full softmax at temperature 1, buckets picked out of it.
     std::vector<double> P(c.V);
     double mx = -1e300, s = 0;
-    for (int v = 0; v < c.V; v++) mx = std::max(mx, zi[v] / tau);
-    for (int v = 0; v < c.V; v++) s += (P[v] = std::exp(zi[v] / tau - mx));
+    for (int v = 0; v < c.V; v++) mx = std::max(mx, zi[v]);
+    for (int v = 0; v < c.V; v++) s += (P[v] = std::exp(zi[v] - mx));
     for (auto& x : P) x /= s;
     const int K = (int)p.ids.size();
     std::vector<double> pb(K + 1), qb(K + 1);
     double top = 0;
     for (int k = 0; k < K; k++) top += (pb[k] = P[p.ids[k]]);
     pb[K] = std::max(1.0 - top, kKdStudentOtherFloor);
-    // Teacher: softmax of the bucket logprobs / tau.
-    double ts = 0;
-    for (int k = 0; k < K; k++) ts += (qb[k] = std::exp(p.lq[k] / tau));
-    ts += (qb[K] = std::exp(p.lo / tau));
-    for (auto& x : qb) x /= ts;
+    // Teacher: the bucket masses.
+    for (int k = 0; k < K; k++) qb[k] = std::exp(p.lq[k]);
+    qb[K] = std::exp(p.lo);
+    // Both tempered the same way: mass^(1/tau), renormalised over the K+1 buckets.
+    for (auto* m : {&pb, &qb}) {
+      double t = 0;
+      for (auto& x : *m) t += (x = std::pow(x, 1.0 / tau));
+      for (auto& x : *m) x /= t;
+    }
     double d = 0;
     for (int b = 0; b <= K; b++) {
       switch (cfg.divergence) {
@@ -305,6 +317,17 @@ TEST(KdLoss, KdWeightZeroIsPlainCrossEntropy) {
   KdLossConfig cfg;
   cfg.kd_weight = 0.0f;
   check_case(c, cfg, "kd_weight=0");
+  // The format weight does not depend on the KD weight: the CE-only
+  // baseline keeps it (positions 3 and 7 are structural).
+  KdLossParts with_format;
+  fused(c, cfg, &with_format);
+  EXPECT_GT(with_format.format_term, 0.0);
+  cfg.kd_weight = 1.0f;
+  KdLossParts kd_on;
+  fused(c, cfg, &kd_on);
+  EXPECT_GT(kd_on.format_term, 0.0);
+  cfg.kd_weight = 0.0f;
+  cfg.format_weight = 0.0f;
   KdLossParts parts;
   std::vector<float> g = fused(c, cfg, &parts);
   // Same as the engine's CE with weight 1 on every target position.
@@ -496,6 +519,173 @@ TEST(KdLoss, ConfigValidationNamesTheVariable) {
   EXPECT_TRUE(kd_divergence_from_name("jsd", &d));
   EXPECT_EQ(d, KD_JSD);
   EXPECT_FALSE(kd_divergence_from_name("mse", &d));
+}
+
+// A teacher's K+1 buckets from its full logits, in double: the K most
+// likely ids and the log mass of the rest.
+void buckets_from_logits(Case* c, int i, const float* zt) {
+  std::vector<double> lp(c->V);
+  double mx = -1e300, s = 0;
+  for (int v = 0; v < c->V; v++) mx = std::max(mx, (double)zt[v]);
+  for (int v = 0; v < c->V; v++) s += std::exp(zt[v] - mx);
+  for (int v = 0; v < c->V; v++) lp[v] = zt[v] - mx - std::log(s);
+  std::vector<int> order(c->V);
+  for (int v = 0; v < c->V; v++) order[v] = v;
+  std::partial_sort(order.begin(), order.begin() + c->K, order.end(), [&](int a, int b) { return lp[a] > lp[b]; });
+  double rest = 0;
+  for (int j = c->K; j < c->V; j++) rest += std::exp(lp[order[j]]);
+  for (int k = 0; k < c->K; k++) {
+    c->ids[(size_t)i * c->K + k] = order[k];
+    c->lps[(size_t)i * c->K + k] = (float)lp[order[k]];
+  }
+  c->other[i] = (float)std::log(rest);
+  c->kd_mask[i] = 1;
+}
+
+// A student whose logits equal the teacher's has nothing to learn: the
+// divergence and its gradient are zero at every temperature (up to the float
+// rounding of the teacher's logprobs, ~1e-7 relative, so the KL, quadratic in
+// that error, stays below 1e-10).
+TEST(KdLoss, IdenticalStudentHasZeroLossAndGradientAtEveryTau) {
+  for (int V : {37, 301}) {
+    const int K = V > 100 ? 20 : 6;
+    Case c;
+    c.n = 4, c.V = V, c.K = K;
+    Rng r;
+    rng_seed(&r, 11 + V);
+    c.z.resize((size_t)c.n * V);
+    for (auto& x : c.z) x = 2.5f * rng_normal(&r);
+    c.targets.assign(c.n, -1);
+    c.kd_mask.assign(c.n, 0);
+    c.is_struct.assign(c.n, 0);
+    c.ids.assign((size_t)c.n * K, -1);
+    c.lps.assign((size_t)c.n * K, 0.0f);
+    c.other.assign(c.n, 0.0f);
+    for (int i = 0; i < c.n; i++) buckets_from_logits(&c, i, c.z.data() + (size_t)i * V);
+    for (float tau : {0.5f, 1.0f, 1.3f, 2.0f, 5.0f}) {
+      KdLossConfig cfg;
+      cfg.tau = tau;
+      cfg.tau2_scale = true;
+      KdLossParts p;
+      std::vector<float> g = fused(c, cfg, &p);
+      float gmax = 0;
+      for (float x : g) gmax = std::max(gmax, std::fabs(x));
+      printf("[kd_loss] identical student V=%d K=%d tau=%.1f: KL %.3e, max |grad| %.3e\n", V, K, tau, p.kd_mean,
+             gmax);
+      EXPECT_LT(p.kd_mean, 1e-10) << "V " << V << " tau " << tau;
+      EXPECT_LT(gmax, 1e-5f) << "V " << V << " tau " << tau;
+    }
+  }
+}
+
+// ---- the independent PyTorch reference ------------------------------------------
+// The Debian python3 with python3-torch; BITKD_TORCH_PYTHON overrides.
+std::string torch_python() {
+  const char* p = std::getenv("BITKD_TORCH_PYTHON");
+  return p && *p ? p : "/usr/bin/python3";
+}
+
+template <class T>
+void write_raw(const std::string& path, const std::vector<T>& v) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(v.data()), sizeof(T) * v.size());
+  ASSERT_TRUE(f.good()) << path;
+}
+
+template <class T>
+std::vector<T> read_raw(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<T> v(bytes.size() / sizeof(T));
+  memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
+  return v;
+}
+
+TEST(KdLoss, MatchesPyTorchReferenceBuiltFromFullLogits) {
+  std::string out;
+  ASSERT_EQ(bk_test::run_command(torch_python() + " -c 'import torch, numpy'", &out), 0)
+      << torch_python() << " cannot import torch/numpy: " << out
+      << "\ninstall it with: bash scripts/setup.sh --test (Debian packages python3-torch python3-numpy)";
+  const int n = 6, V = 53, K = 8;
+  Rng r;
+  rng_seed(&r, 77);
+  std::vector<float> teacher((size_t)n * V), student((size_t)n * V);
+  for (auto& x : teacher) x = 2.0f * rng_normal(&r);
+  // A student near the teacher (as after some training) and one far from it.
+  for (size_t j = 0; j < student.size(); j++)
+    student[j] = j < (size_t)3 * V ? teacher[j] + 0.5f * rng_normal(&r) : 2.0f * rng_normal(&r);
+  std::vector<int32_t> targets = {3, 17, -1, 40, 8, 21};
+  std::vector<uint8_t> is_struct = {0, 1, 0, 1, 0, 0};
+  struct Cfg {
+    KdDivergence d;
+    float tau, kd_weight;
+    bool tau2;
+  };
+  const std::vector<Cfg> cfgs = {{KD_FORWARD_KL, 1.3f, 1.0f, false}, {KD_FORWARD_KL, 5.0f, 2.0f, true},
+                                 {KD_FORWARD_KL, 1.0f, 1.0f, false}, {KD_REVERSE_KL, 0.7f, 1.0f, false},
+                                 {KD_JSD, 2.0f, 1.0f, true},         {KD_FORWARD_KL, 1.3f, 0.0f, false}};
+  const std::string dir = bk_test::scratch_dir("kd_loss_torch");
+  {
+    std::string js = "{\"n\":" + std::to_string(n) + ",\"V\":" + std::to_string(V) + ",\"K\":" + std::to_string(K) +
+                     ",\"configs\":[";
+    for (size_t j = 0; j < cfgs.size(); j++) {
+      const KdLossConfig d;
+      char buf[256];
+      snprintf(buf, sizeof buf,
+               "%s{\"divergence\":\"%s\",\"tau\":%.9g,\"kd_weight\":%.9g,\"tau2_scale\":%s,\"ce_weight\":%.9g,"
+               "\"format_weight\":%.9g,\"plain_ce_weight\":%.9g}",
+               j ? "," : "", kd_divergence_name(cfgs[j].d), cfgs[j].tau, cfgs[j].kd_weight,
+               cfgs[j].tau2 ? "true" : "false", d.ce_weight, d.format_weight, d.plain_ce_weight);
+      js += buf;
+    }
+    std::ofstream f(dir + "/case.json");
+    f << js << "]}";
+  }
+  write_raw(dir + "/teacher.bin", teacher);
+  write_raw(dir + "/student.bin", student);
+  write_raw(dir + "/targets.bin", targets);
+  write_raw(dir + "/struct.bin", is_struct);
+  const std::string cmd =
+      torch_python() + " '" + bk_test::source_dir() + "/tests/reference/kd_loss_ref.py' '" + dir + "'";
+  ASSERT_EQ(bk_test::run_command(cmd, &out), 0) << cmd << "\n" << out;
+
+  Case c;
+  c.n = n, c.V = V, c.K = K;
+  c.z = student;
+  c.targets = targets;
+  c.is_struct = is_struct;
+  c.kd_mask.assign(n, 1);
+  c.ids = read_raw<int32_t>(dir + "/ids.bin");
+  c.lps = read_raw<float>(dir + "/lps.bin");
+  c.other = read_raw<float>(dir + "/other.bin");
+  ASSERT_EQ(c.ids.size(), (size_t)n * K);
+  ASSERT_EQ(c.other.size(), (size_t)n);
+  for (size_t j = 0; j < cfgs.size(); j++) {
+    KdLossConfig cfg;
+    cfg.divergence = cfgs[j].d;
+    cfg.tau = cfgs[j].tau;
+    cfg.kd_weight = cfgs[j].kd_weight;
+    cfg.tau2_scale = cfgs[j].tau2;
+    KdLossParts p;
+    std::vector<float> g = fused(c, cfg, &p);
+    double ref = 0;
+    {
+      std::ifstream f(dir + "/loss_" + std::to_string(j) + ".txt");
+      f >> ref;
+      ASSERT_TRUE(f.good()) << dir << "/loss_" << j << ".txt unreadable";
+    }
+    std::vector<float> rg = read_raw<float>(dir + "/grad_" + std::to_string(j) + ".bin");
+    ASSERT_EQ(rg.size(), g.size());
+    double d2 = 0, n2 = 0;
+    for (size_t k = 0; k < g.size(); k++) d2 += ((double)g[k] - rg[k]) * ((double)g[k] - rg[k]), n2 += (double)rg[k] * rg[k];
+    const double rel = std::sqrt(d2 / std::max(n2, 1e-300));
+    printf("[kd_loss] torch %-10s tau=%.1f w=%.1f%s: loss %.7f (torch %.7f), grad rel err %.2e\n",
+           kd_divergence_name(cfg.divergence), cfg.tau, cfg.kd_weight, cfg.tau2_scale ? " tau^2" : "", p.loss, ref,
+           rel);
+    // The teacher's logprobs reach the fused loss as float: ~1e-7 relative.
+    EXPECT_NEAR(p.loss, ref, 1e-5 * std::max(1.0, std::fabs(ref))) << "config " << j;
+    EXPECT_LT(rel, 1e-4) << "config " << j;
+  }
 }
 
 }  // namespace
