@@ -21,6 +21,7 @@ apt_packages=(
   build-essential cmake pkg-config ccache git
   libopenblas-openmp-dev
   libsentencepiece-dev sentencepiece
+  libpcre2-dev libicu-dev
   libcurl4-openssl-dev
   libcpp-httplib-dev
   nlohmann-json3-dev

@@ -1,6 +1,9 @@
-// bitkd tokenizer train | encode | decode: SentencePiece models for the student.
+// bitkd tokenizer train | encode | decode: SentencePiece models for the student;
+// encode and decode take any tokenizer the library loads (tokenizer.h).
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
 #include "core/fs.h"
@@ -90,6 +93,34 @@ Status load_model_arg(const Args& a, Tokenizer* t) {
   return tokenizer_load(path, t);
 }
 
+// Batch mode: one JSON object per line of `path`, `fn` turns it into the
+// output line. Errors name the file and line.
+Status each_json_line(const std::string& path, const std::function<Status(const nlohmann::json&, std::string*)>& fn) {
+  std::string data, out;
+  BK_TRY(read_file(path, &data));
+  size_t line = 0;
+  for (size_t pos = 0; pos < data.size();) {
+    size_t nl = data.find('\n', pos);
+    if (nl == std::string::npos) nl = data.size();
+    std::string row = data.substr(pos, nl - pos);
+    pos = nl + 1;
+    line++;
+    if (row.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(row, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return errorf("%s:%zu: not a JSON object", path.c_str(), line);
+    BK_TRY(with_context(fn(j, &out), path + ":" + std::to_string(line)));
+    fwrite(out.data(), 1, out.size(), stdout);
+    fputc('\n', stdout);
+  }
+  return ok_status();
+}
+
+Status encode_one(const Tokenizer& t, const std::string& text, bool cont, bool bos, std::vector<int32_t>* ids) {
+  BK_TRY(cont ? tokenizer_encode_continuation(t, text, ids) : tokenizer_encode(t, text, bos, ids));
+  if (cont && bos && tokenizer_bos_id(t) >= 0) ids->insert(ids->begin(), tokenizer_bos_id(t));
+  return ok_status();
+}
+
 int run_encode(Args& a) {
   Tokenizer t;
   Status st = load_model_arg(a, &t);
@@ -98,15 +129,24 @@ int run_encode(Args& a) {
   st = arg_bool(a, "continuation", &cont);
   if (st.ok()) st = arg_bool(a, "bos", &bos);
   if (!st.ok()) return cli_fail(a, st);
+  if (arg_given(a, "input")) {
+    std::vector<int32_t> ids;
+    st = each_json_line(arg_str(a, "input"), [&](const nlohmann::json& j, std::string* out) {
+      if (!j.contains("text") || !j["text"].is_string()) return errorf("field \"text\" is missing or not a string");
+      BK_TRY(encode_one(t, j["text"].get<std::string>(), cont, bos, &ids));
+      *out = nlohmann::json{{"ids", ids}}.dump();
+      return ok_status();
+    });
+    return st.ok() ? 0 : cli_fail(a, st);
+  }
   std::string text = arg_str(a, "text");
   if (!arg_given(a, "text")) {
     if (a.positional.empty()) return cli_fail(a, errorf("give the text with --text or as an argument"));
     text = a.positional[0];
   }
   std::vector<int32_t> ids;
-  st = cont ? tokenizer_encode_continuation(t, text, &ids) : tokenizer_encode(t, text, bos, &ids);
+  st = encode_one(t, text, cont, bos, &ids);
   if (!st.ok()) return cli_fail(a, st);
-  if (cont && bos && tokenizer_bos_id(t) >= 0) ids.insert(ids.begin(), tokenizer_bos_id(t));
   for (size_t i = 0; i < ids.size(); i++) printf("%s%d", i ? " " : "", ids[i]);
   printf("\n");
   for (size_t i = 0; i < ids.size(); i++) printf("%s%s", i ? " | " : "", tokenizer_piece(t, ids[i]).c_str());
@@ -118,6 +158,22 @@ int run_decode(Args& a) {
   Tokenizer t;
   Status st = load_model_arg(a, &t);
   if (!st.ok()) return cli_fail(a, st);
+  if (arg_given(a, "input")) {
+    std::string text;
+    st = each_json_line(arg_str(a, "input"), [&](const nlohmann::json& j, std::string* out) {
+      if (!j.contains("ids") || !j["ids"].is_array()) return errorf("field \"ids\" is missing or not an array");
+      std::vector<int32_t> ids;
+      for (const nlohmann::json& v : j["ids"]) {
+        if (!v.is_number_integer()) return errorf("field \"ids\" holds %s, not a token id", v.dump().c_str());
+        ids.push_back(v.get<int32_t>());
+      }
+      BK_TRY(tokenizer_decode_all(t, ids, &text));
+      // Bytes that are not UTF-8 (a partial character) become U+FFFD.
+      *out = nlohmann::json{{"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return ok_status();
+    });
+    return st.ok() ? 0 : cli_fail(a, st);
+  }
   std::string s = arg_str(a, "ids");
   for (const std::string& p : a.positional) s += "," + p;
   std::vector<int32_t> ids;
@@ -130,7 +186,7 @@ int run_decode(Args& a) {
     ids.push_back((int32_t)v);
   }
   std::string text;
-  st = tokenizer_decode(t, ids, &text);
+  st = tokenizer_decode_all(t, ids, &text);
   if (!st.ok()) return cli_fail(a, st);
   printf("%s\n", text.c_str());
   return 0;
@@ -167,10 +223,14 @@ const Command& command_tokenizer_encode() {
       "tokenizer encode",
       "Print the token ids and pieces of a text",
       "--continuation encodes the text as a continuation (no dummy-prefix space), the way\n"
-      "teacher candidates are projected onto the student vocabulary.",
+      "teacher candidates are projected onto the student vocabulary. The tokenizer is a\n"
+      "SentencePiece tokenizer.model, a Hugging Face tokenizer.json or a folder holding one.\n"
+      "--input FILE (JSON lines {\"text\": ...}) prints one {\"ids\": [...]} per line; special\n"
+      "tokens are added only with --bos.",
       {
-          {"model", "TOKENIZER_NAME", nullptr, "SentencePiece tokenizer.model"},
+          {"model", "TOKENIZER_NAME", nullptr, "tokenizer.model, tokenizer.json or a folder"},
           {"text", nullptr, "", "Text to encode (or the first argument)"},
+          {"input", nullptr, "", "JSON-lines file of {\"text\": ...} to encode, one result per line"},
           {"continuation", nullptr, "", "Encode as a continuation", true},
           {"bos", nullptr, "", "Prepend BOS", true},
       },
@@ -183,10 +243,13 @@ const Command& command_tokenizer_decode() {
   static const Command c = {
       "tokenizer decode",
       "Print the text of token ids",
-      "Ids are given with --ids (comma or space separated) or as arguments.",
+      "Ids are given with --ids (comma or space separated) or as arguments, or --input FILE\n"
+      "(JSON lines {\"ids\": [...]}) prints one {\"text\": ...} per line. Special tokens split\n"
+      "out of a text (\"<|im_start|>\") decode to their text.",
       {
-          {"model", "TOKENIZER_NAME", nullptr, "SentencePiece tokenizer.model"},
+          {"model", "TOKENIZER_NAME", nullptr, "tokenizer.model, tokenizer.json or a folder"},
           {"ids", nullptr, "", "Token ids"},
+          {"input", nullptr, "", "JSON-lines file of {\"ids\": [...]} to decode, one result per line"},
       },
       run_decode,
   };

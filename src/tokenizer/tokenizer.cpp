@@ -9,6 +9,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "tokenizer/bpe.h"
 #include "tokenizer/spm_model.h"
 
 // Exported by libsentencepiece but declared only in its internal logging.h:
@@ -33,6 +34,10 @@ struct TokenizerImpl {
   bool dummy_prefix = true;
   bool byte_fallback = false;
   int32_t byte_ids[256];
+  // tokenizer.json models: the BPE model replaces the processors above.
+  std::unique_ptr<BpeModel> bpe;
+  std::string chat_template;
+  std::string kind = "sentencepiece";
 };
 
 Tokenizer::Tokenizer() = default;
@@ -139,13 +144,43 @@ const std::string k_empty;
 
 }  // namespace
 
-Status tokenizer_load(const std::string& path, Tokenizer* out) {
-  std::string bytes;
+namespace {
+
+// tokenizer.json, with tokenizer_config.json from the same folder when present.
+Status load_hf_json(const std::string& bytes, const std::string& path, Tokenizer* out) {
+  std::string cfg;
+  const std::string cfg_path = path_join(path_dirname(path), "tokenizer_config.json");
+  if (file_exists(cfg_path)) BK_TRY(read_file(cfg_path, &cfg));
+  auto impl = std::make_unique<TokenizerImpl>();
+  impl->bpe = std::make_unique<BpeModel>();
+  BK_TRY(bpe_from_hf_json(bytes, cfg, path, impl->bpe.get(), &impl->chat_template));
+  const BpeModel& m = *impl->bpe;
+  impl->kind = m.byte_level ? "hf-bytelevel-bpe" : "hf-sentencepiece-bpe";
+  impl->dummy_prefix = !m.prepend.empty();
+  impl->byte_fallback = m.byte_level || m.byte_fallback;
+  for (int i = 0; i < 256; i++) impl->byte_ids[i] = m.byte_ids[i];
+  impl->bytes = bytes;
+  impl->path = path;
+  // The config decides BOS/EOS and the chat template, so it is part of the identity.
+  impl->hash = cfg.empty() ? sha256_hex(bytes) : sha256_hex(bytes + cfg);
+  out->impl = std::move(impl);
+  return ok_status();
+}
+
+}  // namespace
+
+Status tokenizer_load(const std::string& path_in, Tokenizer* out) {
+  std::string bytes, path = path_in;
+  // A model folder: its tokenizer.json, else its tokenizer.model.
+  if (file_exists(path_join(path, "tokenizer.json"))) path = path_join(path, "tokenizer.json");
+  else if (file_exists(path_join(path, "tokenizer.model"))) path = path_join(path, "tokenizer.model");
   if (!file_exists(path))
-    return errorf("tokenizer %s does not exist (set TOKENIZER_NAME to a SentencePiece tokenizer.model, or train one "
-                  "with `bitkd tokenizer train`)",
+    return errorf("tokenizer %s does not exist (set TOKENIZER_NAME to a SentencePiece tokenizer.model or a "
+                  "tokenizer.json, or train one with `bitkd tokenizer train`)",
                   path.c_str());
   BK_TRY(read_file(path, &bytes));
+  size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && bytes[first] == '{') return load_hf_json(bytes, path, out);
   return load_impl(bytes, path, out);
 }
 
@@ -155,17 +190,24 @@ Status tokenizer_load_from_bytes(const std::string& model_bytes, Tokenizer* out)
 
 bool tokenizer_loaded(const Tokenizer& t) { return t.impl != nullptr; }
 
-int32_t tokenizer_vocab_size(const Tokenizer& t) { return t.impl->sp.GetPieceSize(); }
-int32_t tokenizer_bos_id(const Tokenizer& t) { return t.impl->sp.bos_id(); }
-int32_t tokenizer_eos_id(const Tokenizer& t) { return t.impl->sp.eos_id(); }
-int32_t tokenizer_unk_id(const Tokenizer& t) { return t.impl->sp.unk_id(); }
-bool tokenizer_has_own_pad(const Tokenizer& t) { return t.impl->sp.pad_id() >= 0; }
+const char* tokenizer_kind(const Tokenizer& t) { return t.impl->kind.c_str(); }
+const std::string& tokenizer_chat_template(const Tokenizer& t) { return t.impl ? t.impl->chat_template : k_empty; }
+
+int32_t tokenizer_vocab_size(const Tokenizer& t) {
+  return t.impl->bpe ? (int32_t)t.impl->bpe->pieces.size() : t.impl->sp.GetPieceSize();
+}
+int32_t tokenizer_bos_id(const Tokenizer& t) { return t.impl->bpe ? t.impl->bpe->bos_id : t.impl->sp.bos_id(); }
+int32_t tokenizer_eos_id(const Tokenizer& t) { return t.impl->bpe ? t.impl->bpe->eos_id : t.impl->sp.eos_id(); }
+int32_t tokenizer_unk_id(const Tokenizer& t) { return t.impl->bpe ? t.impl->bpe->unk_id : t.impl->sp.unk_id(); }
+static int32_t own_pad(const Tokenizer& t) { return t.impl->bpe ? t.impl->bpe->pad_id : t.impl->sp.pad_id(); }
+bool tokenizer_has_own_pad(const Tokenizer& t) { return own_pad(t) >= 0; }
 int32_t tokenizer_pad_id(const Tokenizer& t) {
-  int p = t.impl->sp.pad_id();
+  int p = own_pad(t);
   if (p >= 0) return p;
-  p = t.impl->sp.eos_id();
+  p = tokenizer_eos_id(t);
   if (p >= 0) return p;
-  return t.impl->sp.unk_id();
+  p = tokenizer_unk_id(t);
+  return p >= 0 ? p : 0;  // byte-level models may have neither: any row will do
 }
 bool tokenizer_adds_dummy_prefix(const Tokenizer& t) { return t.impl->dummy_prefix; }
 bool tokenizer_has_byte_fallback(const Tokenizer& t) { return t.impl->byte_fallback; }
@@ -183,12 +225,18 @@ static Status encode_with(const spm::SentencePieceProcessor& sp, const std::stri
 
 Status tokenizer_encode(const Tokenizer& t, const std::string& text, bool add_bos, std::vector<int32_t>* ids) {
   ids->clear();
+  if (t.impl->bpe) {
+    BK_TRY(bpe_encode(*t.impl->bpe, text, false, ids, nullptr));
+    if (add_bos && t.impl->bpe->bos_id >= 0) ids->insert(ids->begin(), t.impl->bpe->bos_id);
+    return ok_status();
+  }
   if (add_bos && t.impl->sp.bos_id() >= 0) ids->push_back(t.impl->sp.bos_id());
   return encode_with(t.impl->sp, text, ids);
 }
 
 Status tokenizer_encode_continuation(const Tokenizer& t, const std::string& text, std::vector<int32_t>* ids) {
   ids->clear();
+  if (t.impl->bpe) return bpe_encode(*t.impl->bpe, text, true, ids, nullptr);
   return encode_with(t.impl->cont, text, ids);
 }
 
@@ -196,6 +244,12 @@ Status tokenizer_encode_with_spans(const Tokenizer& t, const std::string& text, 
                                    std::vector<TokenSpan>* spans) {
   ids->clear();
   spans->clear();
+  if (t.impl->bpe) {
+    std::vector<BpeSpan> bs;
+    BK_TRY(bpe_encode(*t.impl->bpe, text, false, ids, &bs));
+    for (const BpeSpan& b : bs) spans->push_back(TokenSpan{b.begin, b.end});
+    return ok_status();
+  }
   spm::ImmutableSentencePieceText spt;
   spm::util::Status st = t.impl->sp.Encode(text, spt.mutable_proto());
   if (!st.ok()) return errorf("tokenizer: cannot encode text of %zu bytes: %s", text.size(), sp_error(st).c_str());
@@ -241,7 +295,13 @@ Status tokenizer_encode_with_spans(const Tokenizer& t, const std::string& text, 
   return ok_status();
 }
 
+Status tokenizer_decode_all(const Tokenizer& t, const std::vector<int32_t>& ids, std::string* text) {
+  if (t.impl->bpe) return bpe_decode(*t.impl->bpe, ids, false, text);
+  return tokenizer_decode(t, ids, text);
+}
+
 Status tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids, std::string* text) {
+  if (t.impl->bpe) return bpe_decode(*t.impl->bpe, ids, true, text);
   std::vector<int> tmp(ids.begin(), ids.end());
   int n = t.impl->sp.GetPieceSize();
   for (int id : tmp)
@@ -252,11 +312,13 @@ Status tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids, std
 }
 
 std::string tokenizer_piece(const Tokenizer& t, int32_t id) {
+  if (t.impl->bpe) return id >= 0 && id < (int32_t)t.impl->bpe->pieces.size() ? t.impl->bpe->pieces[id] : "";
   if (id < 0 || id >= t.impl->sp.GetPieceSize()) return "";
   return t.impl->sp.IdToPiece(id);
 }
 
 std::string tokenizer_token_bytes(const Tokenizer& t, int32_t id) {
+  if (t.impl->bpe) return bpe_token_bytes(*t.impl->bpe, id);
   if (id < 0 || id >= t.impl->sp.GetPieceSize()) return "";
   const spm::SentencePieceProcessor& sp = t.impl->sp;
   if (sp.IsControl(id) || sp.IsUnknown(id)) return "";
@@ -281,6 +343,10 @@ std::string tokenizer_token_bytes(const Tokenizer& t, int32_t id) {
 }
 
 int32_t tokenizer_piece_to_id(const Tokenizer& t, const std::string& piece) {
+  if (t.impl->bpe) {
+    auto it = t.impl->bpe->vocab.find(piece);
+    return it == t.impl->bpe->vocab.end() ? -1 : it->second;
+  }
   int id = t.impl->sp.PieceToId(piece);
   if (id < 0) return -1;
   // PieceToId maps unknown pieces to UNK; only a real match counts.
@@ -289,13 +355,20 @@ int32_t tokenizer_piece_to_id(const Tokenizer& t, const std::string& piece) {
 }
 
 int32_t tokenizer_byte_id(const Tokenizer& t, uint8_t byte) { return t.impl->byte_ids[byte]; }
+static bool bpe_kind_is(const Tokenizer& t, int32_t id, int kind) {
+  const BpeModel& m = *t.impl->bpe;
+  return id >= 0 && id < (int32_t)m.kinds.size() && m.kinds[id] == kind;
+}
 bool tokenizer_is_byte(const Tokenizer& t, int32_t id) {
+  if (t.impl->bpe) return bpe_kind_is(t, id, BPE_BYTE);
   return id >= 0 && id < t.impl->sp.GetPieceSize() && t.impl->sp.IsByte(id);
 }
 bool tokenizer_is_control(const Tokenizer& t, int32_t id) {
+  if (t.impl->bpe) return bpe_kind_is(t, id, BPE_SPECIAL);
   return id >= 0 && id < t.impl->sp.GetPieceSize() && t.impl->sp.IsControl(id);
 }
 bool tokenizer_is_unknown(const Tokenizer& t, int32_t id) {
+  if (t.impl->bpe) return bpe_kind_is(t, id, BPE_UNKNOWN);
   return id >= 0 && id < t.impl->sp.GetPieceSize() && t.impl->sp.IsUnknown(id);
 }
 

@@ -1,6 +1,11 @@
 #pragma once
-// SentencePiece tokenizer wrapper. Loads any tokenizer.model (Llama, TinyLlama,
-// ours) and trains new ones. SentencePiece headers stay inside tokenizer.cpp.
+// The tokenizer: one interface for
+// - SentencePiece tokenizer.model files (Llama, TinyLlama, ours; trained here),
+// - Hugging Face tokenizer.json files (+ tokenizer_config.json next to it):
+//   byte-level BPE (GPT-2, Llama 3, Qwen2/Qwen3) and SentencePiece-style BPE
+//   with byte fallback (Llama 2, Mistral); see docs/tokenizers.md.
+// tokenizer_load picks the kind from the file's content. SentencePiece
+// headers stay inside tokenizer.cpp.
 //
 // Two encodings matter for distillation:
 // - tokenizer_encode: ordinary encoding of a whole text. With the model's
@@ -43,10 +48,16 @@ struct TokenSpan {
 // Every function below except tokenizer_load*, tokenizer_loaded, tokenizer_hash,
 // tokenizer_path and tokenizer_model_bytes requires a loaded tokenizer.
 // Encoding is const and safe to call from several threads at once.
+// `path`: a tokenizer.model, a tokenizer.json, or a folder holding one of
+// them (tokenizer.json preferred).
 Status tokenizer_load(const std::string& path, Tokenizer* out);
 // From the bytes of a tokenizer.model (a serialized ModelProto).
 Status tokenizer_load_from_bytes(const std::string& model_bytes, Tokenizer* out);
 bool tokenizer_loaded(const Tokenizer& t);
+// "sentencepiece", "hf-bytelevel-bpe" or "hf-sentencepiece-bpe".
+const char* tokenizer_kind(const Tokenizer& t);
+// The Jinja chat template the tokenizer's config ships ("" when none).
+const std::string& tokenizer_chat_template(const Tokenizer& t);
 
 int32_t tokenizer_vocab_size(const Tokenizer& t);
 int32_t tokenizer_bos_id(const Tokenizer& t);  // -1 if the model has none
@@ -57,16 +68,19 @@ int32_t tokenizer_unk_id(const Tokenizer& t);
 // so the fallback only has to be a valid embedding row.
 int32_t tokenizer_pad_id(const Tokenizer& t);
 bool tokenizer_has_own_pad(const Tokenizer& t);
-// The normalizer's add_dummy_prefix flag and whether byte fallback exists.
+// The normalizer's add_dummy_prefix flag (tokenizer.json: a "▁" Prepend) and
+// whether every byte has a token (byte fallback, or a byte-level alphabet).
 bool tokenizer_adds_dummy_prefix(const Tokenizer& t);
 bool tokenizer_has_byte_fallback(const Tokenizer& t);
 
-// SHA-256 of the model file bytes, lower-case hex (64 chars). Shards record it
+// SHA-256 of the model file bytes (tokenizer.json: followed by the
+// tokenizer_config.json bytes), lower-case hex (64 chars). Shards record it
 // so traces projected for one tokenizer are never trained on with another.
 const std::string& tokenizer_hash(const Tokenizer& t);
 // The path it was loaded from ("" when loaded from bytes).
 const std::string& tokenizer_path(const Tokenizer& t);
-// The raw model bytes (to embed or copy the tokenizer).
+// The raw model file bytes (to embed or copy the tokenizer; a tokenizer.json
+// for the hf-* kinds).
 const std::string& tokenizer_model_bytes(const Tokenizer& t);
 
 Status tokenizer_encode(const Tokenizer& t, const std::string& text, bool add_bos, std::vector<int32_t>* ids);
@@ -77,6 +91,9 @@ Status tokenizer_encode_with_spans(const Tokenizer& t, const std::string& text, 
 Status tokenizer_encode_continuation(const Tokenizer& t, const std::string& text, std::vector<int32_t>* ids);
 // Inverse of tokenizer_encode (control tokens such as BOS/EOS are dropped).
 Status tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids, std::string* text);
+// Same, keeping the text of control tokens that tokenizer.json models split
+// out of the input ("<|im_start|>"), so decode(encode(s)) == s holds for them.
+Status tokenizer_decode_all(const Tokenizer& t, const std::vector<int32_t>& ids, std::string* text);
 
 // The piece string of an id ("▁Hello", "<0x0A>", "<s>"); "" when out of range.
 std::string tokenizer_piece(const Tokenizer& t, int32_t id);
@@ -86,7 +103,8 @@ std::string tokenizer_piece(const Tokenizer& t, int32_t id);
 std::string tokenizer_token_bytes(const Tokenizer& t, int32_t id);
 // Exact piece lookup; -1 when the piece is not in the vocabulary (never UNK).
 int32_t tokenizer_piece_to_id(const Tokenizer& t, const std::string& piece);
-// The byte-fallback id for a byte, -1 when the model has no byte fallback.
+// The id that spells one byte: the byte-fallback piece, or a byte-level
+// model's byte token; -1 when the model has neither.
 int32_t tokenizer_byte_id(const Tokenizer& t, uint8_t byte);
 bool tokenizer_is_byte(const Tokenizer& t, int32_t id);
 bool tokenizer_is_control(const Tokenizer& t, int32_t id);
