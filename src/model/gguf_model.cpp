@@ -421,7 +421,9 @@ Status read_matrix(const GgufFile& f, const std::string& name, int rows, int col
   }
   dst->resize((size_t)rows * cols);
   if (info) *info = t;
-  return gguf_tensor_to_f32(f, *t, dst->data(), dst->size());
+  BK_TRY(gguf_tensor_to_f32(f, *t, dst->data(), dst->size()));
+  gguf_release_tensor(f, *t);  // a mapped file holds about one tensor at a time
+  return ok_status();
 }
 
 // A ternary projection from GGUF into latent weights [rows, cols].
@@ -465,6 +467,7 @@ Status load_ternary(const GgufFile& f, const std::string& base_name, const std::
       }
     }
   }
+  gguf_release_tensor(f, *t);
   float scale = 1.0f;
   if (const GgufTensorInfo* s = gguf_find_tensor(f, scale_name)) {
     if (s->numel() != 1)
@@ -689,7 +692,7 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
 
 Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info) {
   GgufFile f;
-  BK_TRY(gguf_read(path, &f));
+  BK_TRY(gguf_map(path, &f));  // tensors converted one at a time into the fp32 model
   return gguf_model_from_file(f, m, info);
 }
 
