@@ -1,11 +1,6 @@
 // GGUF reader/writer; see gguf.h for the layout.
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +11,7 @@
 #include "core/half.h"
 #include "core/ternary_block.h"
 #include "io/gguf_quants.h"
+#include "io/mapped_file.h"
 
 namespace bk {
 
@@ -490,23 +486,8 @@ Status gguf_read(const std::string& path, GgufFile* out) {
 Status gguf_map(const std::string& path, GgufFile* out) {
   *out = GgufFile();
   out->path = path;
-  const int fd = open(path.c_str(), O_RDONLY);
-  if (fd < 0) return errorf("%s: cannot open GGUF file: %s", path.c_str(), strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0) {
-    const int e = errno;
-    close(fd);
-    return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(e));
-  }
-  if (sb.st_size <= 0) {
-    close(fd);
-    return errorf("%s: not a GGUF file (it is empty)", path.c_str());
-  }
-  void* addr = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (addr == MAP_FAILED) return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(errno));
-  const size_t len = (size_t)sb.st_size;
-  out->mapping = std::shared_ptr<void>(addr, [len](void* p) { munmap(p, len); });
+  size_t len = 0;
+  BK_TRY(map_file_readonly(path, "GGUF file", &out->mapping, &len));
   out->size = len;
   return parse_file(path, out);
 }
@@ -516,12 +497,7 @@ const uint8_t* gguf_file_data(const GgufFile& f) {
 }
 
 void gguf_release_tensor(const GgufFile& f, const GgufTensorInfo& t) {
-  if (!f.mapping) return;
-  // Whole pages inside the tensor only; they are read again from the file if touched.
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  const uintptr_t begin = (uintptr_t)gguf_tensor_data(f, t), end = begin + t.nbytes;
-  const uintptr_t b = (begin + page - 1) / page * page, e = end / page * page;
-  if (e > b) madvise((void*)b, e - b, MADV_DONTNEED);
+  if (f.mapping) release_mapped_range(gguf_tensor_data(f, t), t.nbytes);
 }
 
 const GgufKv* gguf_find_kv(const GgufFile& f, const std::string& key) {
