@@ -549,6 +549,14 @@ Status config_from_file(const GgufFile& f, ModelConfig* out, GgufLoadInfo* info)
   if (rot != c.head_dim)
     return errorf("%s: partial RoPE (%s.rope.dimension_count %d < head size %d) is not supported by bitkd",
                   f.path.c_str(), a.c_str(), rot, c.head_dim);
+  // Llama 3.1+ files carry their rope scaling as per-frequency factors; bitkd runs plain RoPE.
+  std::string scaling;
+  BK_TRY(gguf_get_str(f, a + ".rope.scaling.type", &scaling, false));
+  if (gguf_find_tensor(f, "rope_freqs.weight") || (!scaling.empty() && scaling != "none"))
+    return errorf("%s: RoPE scaling (%s) is not supported: bitkd runs plain RoPE with %s.rope.freq_base "
+                  "(supported: no rope_freqs.weight tensor, %s.rope.scaling.type absent or \"none\")",
+                  f.path.c_str(), scaling.empty() ? "tensor rope_freqs.weight" : scaling.c_str(), a.c_str(),
+                  a.c_str());
   const GgufTensorInfo* emb = gguf_find_tensor(f, "token_embd.weight");
   if (!emb || emb->ne.size() != 2)
     return errorf("%s: tensor 'token_embd.weight' is missing or not 2-D", f.path.c_str());

@@ -169,4 +169,27 @@ TEST(GgufQuantsRefusal, IQuantNamedWithTheSupportedTypes) {
     EXPECT_NE(msg.find(s), std::string::npos) << s << " in: " << msg;
 }
 
+// Llama 3.1+ GGUFs carry rope scaling as rope_freqs.weight: refused, not run
+// with plain RoPE.
+TEST(GgufQuantsRefusal, RopeScalingNamed) {
+  GgufWriter w;
+  gguf_set(&w, "general.architecture", gguf_str("llama"));
+  gguf_set(&w, "llama.embedding_length", gguf_u32(64));
+  gguf_set(&w, "llama.block_count", gguf_u32(1));
+  gguf_set(&w, "llama.feed_forward_length", gguf_u32(128));
+  gguf_set(&w, "llama.attention.head_count", gguf_u32(4));
+  std::vector<float> freqs(8, 1.0f);
+  ASSERT_TRUE(gguf_add_tensor_f32(&w, "rope_freqs.weight", GGML_TYPE_F32, {8}, freqs.data()).ok());
+  std::string bytes;
+  ASSERT_TRUE(gguf_serialize(w, &bytes).ok());
+  GgufFile f;
+  ASSERT_TRUE(gguf_parse(bytes, "l31.gguf", &f).ok());
+  Model m;
+  GgufLoadInfo info;
+  Status st = gguf_model_from_file(f, &m, &info);
+  ASSERT_FALSE(st.ok());
+  for (const char* s : {"l31.gguf", "rope_freqs.weight", "llama.rope.scaling.type"})
+    EXPECT_NE(st.msg.find(s), std::string::npos) << s << " in: " << st.msg;
+}
+
 }  // namespace
