@@ -2,8 +2,9 @@
 // Mistral models written by tests/reference/hf_ref.py (F32, F16, BF16; single
 // file and sharded; tied and untied) load through model_load_any, and bitkd's
 // logits (training forward and inference session) match the reference's
-// independent float64 PyTorch forward; bad directories get errors naming the
-// file, the field or tensor and what is supported.
+// independent float64 PyTorch forward; a student initializes from one; bad
+// directories get errors naming the file, the field or tensor and what is
+// supported.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,6 +23,7 @@
 #include "model/infer.h"
 #include "model/model.h"
 #include "testutil/testutil.h"
+#include "train/kd_train.h"
 #include "train/model_load.h"
 
 using namespace bk;
@@ -123,6 +125,27 @@ TEST_F(HfModel, LogitsMatchTheIndependentPyTorchForward) {
     printf("%s: relative error, inference session %.3g\n", name, e_infer);
     infer_session_destroy(s);
     infer_weights_destroy(w);
+  }
+}
+
+// STUDENT_INIT / --init-from a HF directory: the student takes every teacher
+// tensor by name, with SubLN inserted and ternary weights.
+TEST_F(HfModel, StudentInitializedFromTheDirectory) {
+  ModelConfig quant;  // the defaults: ternary weights, 8-bit activations
+  Model s;
+  int copied = 0;
+  Status st = student_from_teacher(dir_ + "/llama_f32", quant, 7, &s, &copied);
+  ASSERT_TRUE(st.ok()) << st.msg;
+  Model t;
+  ASSERT_TRUE(model_load_any(dir_ + "/llama_f32", &t, nullptr).ok());
+  EXPECT_EQ(copied, (int)t.info.size());
+  EXPECT_TRUE(s.cfg.subln);
+  EXPECT_EQ(s.cfg.weight_quant, WQ_TERNARY);
+  EXPECT_GT(s.info.size(), t.info.size());  // the sub-norms
+  for (const ParamInfo& p : t.info) {
+    const ParamInfo* q = model_find_param(s, p.name);
+    ASSERT_NE(q, nullptr) << p.name;
+    EXPECT_EQ(memcmp(s.params.data() + q->offset, t.params.data() + p.offset, p.numel * sizeof(float)), 0) << p.name;
   }
 }
 
