@@ -10,6 +10,7 @@
 #include "eval/eval.h"
 #include "eval/evaluate.h"
 #include "kd/prompts.h"
+#include "model/hf_model.h"
 #include "model/infer.h"
 #include "train/checkpoint.h"
 
@@ -22,7 +23,7 @@ namespace {
 // a student that does not exist would be invented.
 Status resolve_student(const Args& a, std::string* path) {
   std::string p = arg_str(a, "model");
-  if (p.empty() || dir_exists(p)) {
+  if (p.empty() || (dir_exists(p) && !hf_is_model_dir(p))) {  // a HF model directory is a model itself
     std::string dir = p.empty() ? artifact_paths(a.cfg).checkpoints : p;
     *path = checkpoint_find_latest(dir);
     if (path->empty())
@@ -32,7 +33,7 @@ Status resolve_student(const Args& a, std::string* path) {
                     dir.c_str());
     return ok_status();
   }
-  if (!file_exists(p)) return errorf("--model %s: no such file", p.c_str());
+  if (!file_exists(p) && !hf_is_model_dir(p)) return errorf("--model %s: no such file", p.c_str());
   *path = p;
   return ok_status();
 }
@@ -158,7 +159,7 @@ const Command& command_eval() {
       "reports/mini_evaluation_report.json with QEI = (Qs/Qt)/(Ms/Mt) and QEI_speed = QEI * TPSs/TPSt.\n"
       "EVAL_STUDENT_QUALITY / EVAL_TEACHER_QUALITY are ignored: quality is measured.",
       {
-          {"model", nullptr, "", "Student .safetensors/.gguf, or a checkpoint directory (default CHECKPOINTS_DIR)"},
+          {"model", nullptr, "", "Student .safetensors/.gguf, a HF model directory (config.json), or a checkpoint directory (default CHECKPOINTS_DIR)"},
           {"tokenizer", "TOKENIZER_NAME", nullptr, "SentencePiece tokenizer.model of the student"},
           {"prompts", "EVAL_PROMPTS_FILE", nullptr, "Eval prompts (.txt one per line, or .jsonl with prompt/response/task)"},
           {"max-prompts", "EVAL_MAX_PROMPTS", nullptr, "Prompt count (0: all)"},

@@ -6,6 +6,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "model/gguf_model.h"
+#include "model/hf_model.h"
 #include "model/infer.h"
 #include "serve/serve.h"
 #include "tokenizer/chat_template.h"
@@ -27,12 +28,12 @@ static Status resolve_model_path(const Args& a, std::string* path) {
                     dir.c_str());
     return ok_status();
   }
-  if (dir_exists(p)) {
+  if (dir_exists(p) && !hf_is_model_dir(p)) {  // a HF model directory is a model itself
     *path = checkpoint_find_latest(p);
     if (path->empty()) return errorf("--model %s is a directory without mini_bitnet_step_N.safetensors checkpoints", p.c_str());
     return ok_status();
   }
-  if (!file_exists(p)) return errorf("--model %s: no such file", p.c_str());
+  if (!file_exists(p) && !hf_is_model_dir(p)) return errorf("--model %s: no such file", p.c_str());
   *path = p;
   return ok_status();
 }
@@ -156,7 +157,7 @@ const Command& command_serve() {
       "as is. With --api-key (or BITKD_API_KEY) every /v1 request needs 'Authorization: Bearer KEY'.\n"
       "--threads is per request (0: the cores divided among --workers).",
       {
-          {"model", nullptr, "", "Checkpoint .safetensors, a .gguf (its embedded tokenizer is used when --tokenizer is not given), or a directory (newest checkpoint); default CHECKPOINTS_DIR"},
+          {"model", nullptr, "", "Checkpoint .safetensors, a .gguf (its embedded tokenizer is used when --tokenizer is not given), a HF model directory (config.json + safetensors), or a directory (newest checkpoint); default CHECKPOINTS_DIR"},
           {"tokenizer", "TOKENIZER_NAME", nullptr, "SentencePiece tokenizer.model"},
           {"host", nullptr, "127.0.0.1", "Address to listen on"},
           {"port", nullptr, "8000", "Port (0: any free port)"},

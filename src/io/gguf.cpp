@@ -1,11 +1,6 @@
 // GGUF reader/writer; see gguf.h for the layout.
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +10,8 @@
 #include "core/fs.h"
 #include "core/half.h"
 #include "core/ternary_block.h"
+#include "io/gguf_quants.h"
+#include "io/mapped_file.h"
 
 namespace bk {
 
@@ -186,25 +183,26 @@ const char* gguf_type_name(GgufType t) {
 }
 
 bool ggml_type_known(uint32_t t) {
-  return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_Q8_0 || t == GGML_TYPE_BF16 ||
-         t == GGML_TYPE_TQ1_0 || t == GGML_TYPE_TQ2_0;
+  return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || t == GGML_TYPE_TQ1_0 ||
+         t == GGML_TYPE_TQ2_0 || ggml_is_dequant_type(t);
 }
 
 const char* ggml_type_name(uint32_t t) {
   switch (t) {
     case GGML_TYPE_F32: return "f32";
     case GGML_TYPE_F16: return "f16";
-    case GGML_TYPE_Q8_0: return "q8_0";
     case GGML_TYPE_BF16: return "bf16";
     case GGML_TYPE_TQ1_0: return "tq1_0";
     case GGML_TYPE_TQ2_0: return "tq2_0";
   }
+  if (const char* q = ggml_quant_name(t)) return q;
+  if (const char* r = ggml_refused_type_name(t)) return r;
   return "?";
 }
 
 int64_t ggml_block_size(uint32_t t) {
+  if (ggml_is_dequant_type(t)) return ggml_quant_block_size(t);
   switch (t) {
-    case GGML_TYPE_Q8_0: return 32;
     case GGML_TYPE_TQ1_0:
     case GGML_TYPE_TQ2_0: return kQK_K;
     default: return 1;
@@ -216,11 +214,10 @@ int64_t ggml_type_size(uint32_t t) {
     case GGML_TYPE_F32: return 4;
     case GGML_TYPE_F16:
     case GGML_TYPE_BF16: return 2;
-    case GGML_TYPE_Q8_0: return 34;
     case GGML_TYPE_TQ1_0: return kTQ1_0Bytes;
     case GGML_TYPE_TQ2_0: return kTQ2_0Bytes;
   }
-  return 0;
+  return ggml_quant_type_size(t);
 }
 
 int64_t ggml_row_bytes(uint32_t t, int64_t ne0) { return ne0 / ggml_block_size(t) * ggml_type_size(t); }
@@ -429,10 +426,13 @@ static Status parse_file(const std::string& name, GgufFile* out) {
     }
     BK_TRY(c.get(&t.type));
     BK_TRY(c.get(&t.offset));
-    if (!ggml_type_known(t.type))
-      return errorf("%s: tensor '%s' has ggml type %u, which bitkd does not read (it reads f32, f16, bf16, q8_0, "
-                    "tq1_0, tq2_0)",
-                    name.c_str(), t.name.c_str(), t.type);
+    if (!ggml_type_known(t.type)) {
+      const char* refused = ggml_refused_type_name(t.type);
+      return errorf("%s: tensor '%s' has ggml type %s, which bitkd does not read (it reads %s); requantize the "
+                    "file from its source model to one of those (llama-quantize <in> <out> Q4_K_M, say)",
+                    name.c_str(), t.name.c_str(), refused ? refused : ("number " + std::to_string(t.type)).c_str(),
+                    ggml_supported_types_text());
+    }
     // Overflow-safe size: bound every dimension by the file size first.
     uint64_t numel = 1;
     for (int64_t d : t.ne) {
@@ -486,23 +486,8 @@ Status gguf_read(const std::string& path, GgufFile* out) {
 Status gguf_map(const std::string& path, GgufFile* out) {
   *out = GgufFile();
   out->path = path;
-  const int fd = open(path.c_str(), O_RDONLY);
-  if (fd < 0) return errorf("%s: cannot open GGUF file: %s", path.c_str(), strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0) {
-    const int e = errno;
-    close(fd);
-    return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(e));
-  }
-  if (sb.st_size <= 0) {
-    close(fd);
-    return errorf("%s: not a GGUF file (it is empty)", path.c_str());
-  }
-  void* addr = mmap(nullptr, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (addr == MAP_FAILED) return errorf("%s: cannot map GGUF file: %s", path.c_str(), strerror(errno));
-  const size_t len = (size_t)sb.st_size;
-  out->mapping = std::shared_ptr<void>(addr, [len](void* p) { munmap(p, len); });
+  size_t len = 0;
+  BK_TRY(map_file_readonly(path, "GGUF file", &out->mapping, &len));
   out->size = len;
   return parse_file(path, out);
 }
@@ -512,12 +497,7 @@ const uint8_t* gguf_file_data(const GgufFile& f) {
 }
 
 void gguf_release_tensor(const GgufFile& f, const GgufTensorInfo& t) {
-  if (!f.mapping) return;
-  // Whole pages inside the tensor only; they are read again from the file if touched.
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  const uintptr_t begin = (uintptr_t)gguf_tensor_data(f, t), end = begin + t.nbytes;
-  const uintptr_t b = (begin + page - 1) / page * page, e = end / page * page;
-  if (e > b) madvise((void*)b, e - b, MADV_DONTNEED);
+  if (f.mapping) release_mapped_range(gguf_tensor_data(f, t), t.nbytes);
 }
 
 const GgufKv* gguf_find_kv(const GgufFile& f, const std::string& key) {
@@ -698,15 +678,6 @@ Status gguf_tensor_to_f32(const GgufFile& f, const GgufTensorInfo& t, float* dst
         dst[i] = bf16_to_f32(h);
       }
       break;
-    case GGML_TYPE_Q8_0:
-      for (int64_t b = 0; b < n / 32; b++) {
-        uint16_t h;
-        memcpy(&h, p + 34 * b, 2);
-        float d = f16_to_f32(h);
-        const int8_t* q = (const int8_t*)(p + 34 * b + 2);
-        for (int j = 0; j < 32; j++) dst[32 * b + j] = d * (float)q[j];
-      }
-      break;
     case GGML_TYPE_TQ1_0:
     case GGML_TYPE_TQ2_0: {
       int8_t codes[kQK_K];
@@ -720,6 +691,7 @@ Status gguf_tensor_to_f32(const GgufFile& f, const GgufTensorInfo& t, float* dst
       }
     } break;
     default:
+      if (dequantize_blocks(t.type, p, n / ggml_block_size(t.type), dst)) break;
       return errorf("%s: tensor '%s' has type %s, which cannot be converted to f32", f.path.c_str(), t.name.c_str(),
                     ggml_type_name(t.type));
   }

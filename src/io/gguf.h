@@ -13,8 +13,10 @@
 // Everything is little-endian. ne[0] is the innermost (contiguous) dimension,
 // so a PyTorch [out, in] matrix has ne = {in, out}.
 //
-// Tensor types handled: F32, F16, BF16, Q8_0 (read), TQ1_0, TQ2_0 (BitNet b1.58
-// ternary blocks of 256 weights with one fp16 scale each):
+// Tensor types handled: F32, F16, BF16, TQ1_0 and TQ2_0 (read and written),
+// and the block quants Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K (read and
+// dequantized: io/gguf_quants.h). TQ1_0 and TQ2_0 are BitNet b1.58 ternary
+// blocks of 256 weights with one fp16 scale each:
 //
 //   TQ2_0  66 bytes: qs[64], d. A block is two 32-byte halves of 128 weights;
 //          byte m of half h holds weights 128h + m + 32k in bits 2k..2k+1
@@ -57,7 +59,16 @@ const char* gguf_type_name(GgufType t);
 enum GgmlType : uint32_t {
   GGML_TYPE_F32 = 0,
   GGML_TYPE_F16 = 1,
+  GGML_TYPE_Q4_0 = 2,  // Q4_0 .. Q6_K: read and dequantized (io/gguf_quants.h)
+  GGML_TYPE_Q4_1 = 3,
+  GGML_TYPE_Q5_0 = 6,
+  GGML_TYPE_Q5_1 = 7,
   GGML_TYPE_Q8_0 = 8,
+  GGML_TYPE_Q2_K = 10,
+  GGML_TYPE_Q3_K = 11,
+  GGML_TYPE_Q4_K = 12,
+  GGML_TYPE_Q5_K = 13,
+  GGML_TYPE_Q6_K = 14,
   GGML_TYPE_BF16 = 30,
   GGML_TYPE_TQ1_0 = 34,
   GGML_TYPE_TQ2_0 = 35,
@@ -155,7 +166,7 @@ Status gguf_get_float(const GgufFile& f, const std::string& key, double* out, bo
 Status gguf_get_bool(const GgufFile& f, const std::string& key, bool* out, bool required, bool* found = nullptr);
 Status gguf_get_str(const GgufFile& f, const std::string& key, std::string* out, bool required, bool* found = nullptr);
 
-// Converts a tensor (F32, F16, BF16, Q8_0, TQ1_0, TQ2_0) to floats; dst holds numel.
+// Converts a tensor of any type read to floats; dst holds numel.
 Status gguf_tensor_to_f32(const GgufFile& f, const GgufTensorInfo& t, float* dst, size_t dst_numel);
 
 // ---- writer ------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 #include "core/fs.h"
 #include "core/half.h"
+#include "io/mapped_file.h"
 
 namespace bk {
 
@@ -87,6 +88,13 @@ size_t StTensor::numel() const {
 
 // ---- reading -------------------------------------------------------------------
 
+namespace {
+Status parse_file(SafeTensorsFile* out);
+const uint8_t* file_base(const SafeTensorsFile& f) {
+  return f.mapping ? (const uint8_t*)f.mapping.get() : (const uint8_t*)f.bytes.data();
+}
+}  // namespace
+
 Status safetensors_read(const std::string& path, SafeTensorsFile* out) {
   std::string bytes;
   if (!file_exists(path)) return errorf("%s: no such file", path.c_str());
@@ -95,14 +103,35 @@ Status safetensors_read(const std::string& path, SafeTensorsFile* out) {
 }
 
 Status safetensors_parse(std::string bytes, const std::string& name, SafeTensorsFile* out) {
-  const char* fn = name.c_str();
   *out = SafeTensorsFile();
   out->path = name;
-  const size_t size = bytes.size();
+  out->bytes = std::move(bytes);
+  return parse_file(out);
+}
+
+Status safetensors_map(const std::string& path, SafeTensorsFile* out) {
+  *out = SafeTensorsFile();
+  out->path = path;
+  if (!file_exists(path)) return errorf("%s: no such file", path.c_str());
+  BK_TRY(map_file_readonly(path, "safetensors file", &out->mapping, &out->size));
+  return parse_file(out);
+}
+
+void safetensors_release(const SafeTensorsFile& f, const StTensor& t) {
+  if (f.mapping) release_mapped_range(safetensors_data(f, t), t.nbytes());
+}
+
+namespace {
+
+// Validates the header of out's bytes (read or mapped) and fills the tensor list.
+Status parse_file(SafeTensorsFile* out) {
+  const char* fn = out->path.c_str();
+  const char* bytes = (const char*)file_base(*out);
+  const size_t size = out->mapping ? out->size : out->bytes.size();
   if (size < 8)
     return errorf("%s: not a safetensors file: %zu bytes, too short for the 8-byte header length (truncated?)", fn,
                   size);
-  const uint64_t hlen = read_u64_le((const uint8_t*)bytes.data());
+  const uint64_t hlen = read_u64_le((const uint8_t*)bytes);
   if (hlen > k_max_header)
     return errorf("%s: not a safetensors file: header length %llu is implausible (limit %llu bytes)", fn,
                   (unsigned long long)hlen, (unsigned long long)k_max_header);
@@ -115,7 +144,7 @@ Status safetensors_parse(std::string bytes, const std::string& name, SafeTensors
 
   nlohmann::json h;
   try {
-    h = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + (ptrdiff_t)hlen);
+    h = nlohmann::json::parse(bytes + 8, bytes + 8 + hlen);
   } catch (const std::exception& e) {
     return errorf("%s: header is not valid JSON (%s): not a safetensors file or corrupted", fn, e.what());
   }
@@ -195,9 +224,10 @@ Status safetensors_parse(std::string bytes, const std::string& name, SafeTensors
   if (pos != data_size)
     return errorf("%s: the data section has %zu bytes but the tensors cover %zu (%zu trailing bytes)", fn, data_size,
                   pos, data_size - pos);
-  out->bytes = std::move(bytes);
   return ok_status();
 }
+
+}  // namespace
 
 const StTensor* safetensors_find(const SafeTensorsFile& f, const std::string& name) {
   for (const StTensor& t : f.tensors)
@@ -206,7 +236,7 @@ const StTensor* safetensors_find(const SafeTensorsFile& f, const std::string& na
 }
 
 const uint8_t* safetensors_data(const SafeTensorsFile& f, const StTensor& t) {
-  return (const uint8_t*)f.bytes.data() + f.data_start + t.begin;
+  return file_base(f) + f.data_start + t.begin;
 }
 
 Status safetensors_get_f32(const SafeTensorsFile& f, const std::string& name, const std::vector<int64_t>* expect_shape,

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,10 +50,12 @@ struct StTensor {
   size_t nbytes() const { return end - begin; }
 };
 
-// A whole file read into memory.
+// A file read into memory (safetensors_read) or mapped read-only (safetensors_map).
 struct SafeTensorsFile {
   std::string path;                            // for error messages
-  std::string bytes;                           // the entire file
+  std::string bytes;                           // safetensors_read: the entire file
+  std::shared_ptr<void> mapping;               // safetensors_map: the mapping (unmapped with the last copy)
+  size_t size = 0;                             // mapped file bytes
   size_t data_start = 0;                       // 8 + header length
   std::vector<StTensor> tensors;               // sorted by data offset
   std::map<std::string, std::string> metadata; // "__metadata__"
@@ -64,6 +67,11 @@ struct SafeTensorsFile {
 Status safetensors_read(const std::string& path, SafeTensorsFile* out);
 // Same, for bytes already in memory (`name` is used in messages).
 Status safetensors_parse(std::string bytes, const std::string& name, SafeTensorsFile* out);
+// Maps the file instead of reading it (io/mapped_file.h): a loader converting
+// tensor by tensor and releasing each (safetensors_release) holds about one
+// tensor of the file at a time. A no-op release for files read into memory.
+Status safetensors_map(const std::string& path, SafeTensorsFile* out);
+void safetensors_release(const SafeTensorsFile& f, const StTensor& t);
 
 const StTensor* safetensors_find(const SafeTensorsFile& f, const std::string& name);
 // Pointer to a tensor's raw little-endian bytes inside f.bytes (unaligned in general).

@@ -421,7 +421,9 @@ Status read_matrix(const GgufFile& f, const std::string& name, int rows, int col
   }
   dst->resize((size_t)rows * cols);
   if (info) *info = t;
-  return gguf_tensor_to_f32(f, *t, dst->data(), dst->size());
+  BK_TRY(gguf_tensor_to_f32(f, *t, dst->data(), dst->size()));
+  gguf_release_tensor(f, *t);  // a mapped file holds about one tensor at a time
+  return ok_status();
 }
 
 // A ternary projection from GGUF into latent weights [rows, cols].
@@ -465,6 +467,7 @@ Status load_ternary(const GgufFile& f, const std::string& base_name, const std::
       }
     }
   }
+  gguf_release_tensor(f, *t);
   float scale = 1.0f;
   if (const GgufTensorInfo* s = gguf_find_tensor(f, scale_name)) {
     if (s->numel() != 1)
@@ -546,6 +549,14 @@ Status config_from_file(const GgufFile& f, ModelConfig* out, GgufLoadInfo* info)
   if (rot != c.head_dim)
     return errorf("%s: partial RoPE (%s.rope.dimension_count %d < head size %d) is not supported by bitkd",
                   f.path.c_str(), a.c_str(), rot, c.head_dim);
+  // Llama 3.1+ files carry their rope scaling as per-frequency factors; bitkd runs plain RoPE.
+  std::string scaling;
+  BK_TRY(gguf_get_str(f, a + ".rope.scaling.type", &scaling, false));
+  if (gguf_find_tensor(f, "rope_freqs.weight") || (!scaling.empty() && scaling != "none"))
+    return errorf("%s: RoPE scaling (%s) is not supported: bitkd runs plain RoPE with %s.rope.freq_base "
+                  "(supported: no rope_freqs.weight tensor, %s.rope.scaling.type absent or \"none\")",
+                  f.path.c_str(), scaling.empty() ? "tensor rope_freqs.weight" : scaling.c_str(), a.c_str(),
+                  a.c_str());
   const GgufTensorInfo* emb = gguf_find_tensor(f, "token_embd.weight");
   if (!emb || emb->ne.size() != 2)
     return errorf("%s: tensor 'token_embd.weight' is missing or not 2-D", f.path.c_str());
@@ -689,7 +700,7 @@ Status gguf_model_from_file(const GgufFile& f, Model* m, GgufLoadInfo* info) {
 
 Status gguf_load_model(const std::string& path, Model* m, GgufLoadInfo* info) {
   GgufFile f;
-  BK_TRY(gguf_read(path, &f));
+  BK_TRY(gguf_map(path, &f));  // tensors converted one at a time into the fp32 model
   return gguf_model_from_file(f, m, info);
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "model/gguf_model.h"
+#include "model/hf_model.h"
 #include "train/checkpoint.h"
 
 namespace bk {
@@ -23,6 +24,14 @@ Status model_load_any(const std::string& path, Model* m, ModelSource* src) {
   ModelSource local;
   ModelSource* s = src ? src : &local;
   *s = ModelSource();
+  if (hf_is_model_dir(path)) {
+    HfLoadInfo info;
+    BK_TRY(hf_load_model(path, m, &info));
+    s->format = "hf";
+    s->name = info.arch;
+    s->warnings = std::move(info.warnings);
+    return ok_status();
+  }
   if (FILE* fp = fopen(path.c_str(), "rb")) fclose(fp);
   else return errorf("%s: cannot open model file: %s", path.c_str(), strerror(errno));
   if (file_is_gguf(path)) {

@@ -1,7 +1,8 @@
 #pragma once
 // One entry point for commands that take "a model": a bitkd checkpoint
 // (.safetensors, train/checkpoint.h) or a GGUF file (model/gguf_model.h),
-// told apart by the file's first bytes, not its name.
+// told apart by the file's first bytes, not its name, or a Hugging Face model
+// directory (config.json + safetensors, model/hf_model.h).
 #include <string>
 #include <vector>
 
@@ -12,14 +13,14 @@
 namespace bk {
 
 struct ModelSource {
-  std::string format;           // "safetensors" or "gguf"
+  std::string format;           // "safetensors", "gguf" or "hf"
   // SentencePiece model bytes carried by the file (bitkd GGUFs embed theirs;
   // foreign llama/SPM GGUFs get one rebuilt from tokenizer.ggml.*); "" for
   // checkpoints, which use TOKENIZER_NAME / --tokenizer.
   std::string tokenizer_model;
   std::string training_json;    // training summary (checkpoint metadata or bitkd.training); "" if none
   long step = -1;               // checkpoint step (-1: unknown / GGUF)
-  std::string name;             // GGUF general.name
+  std::string name;             // GGUF general.name; HF: the architecture
   std::vector<std::string> warnings;
   RowType embed_type = ROWS_F32;  // a GGUF's token_embd type, kept by packed inference
 };

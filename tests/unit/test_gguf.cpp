@@ -843,8 +843,8 @@ TEST(GgufBadFiles, ForeignAndInconsistentFiles) {
     x.resize((x.size() + 31) / 32 * 32, '\0');
     return x;
   };
-  s = padded(header(1, 0) + tensor(1, {4}, 12, 0)) + std::string(64, '\0');
-  EXPECT_NE(parse(s).msg.find("ggml type 12"), std::string::npos) << parse(s).msg;
+  s = padded(header(1, 0) + tensor(1, {4}, 99, 0)) + std::string(64, '\0');
+  EXPECT_NE(parse(s).msg.find("ggml type number 99"), std::string::npos) << parse(s).msg;
   s = padded(header(1, 0) + tensor(5, {1, 1, 1, 1, 1}, 0, 0)) + std::string(64, '\0');
   EXPECT_NE(parse(s).msg.find("dimensions"), std::string::npos);
   s = padded(header(1, 0) + tensor(1, {4}, 0, 8)) + std::string(64, '\0');
