@@ -5,7 +5,9 @@
 #   scripts/setup.sh          what building and running bitkd needs (`make run`)
 #   scripts/setup.sh --test   that, plus what the tests need (`make test`):
 #                             GoogleTest/Benchmark, PyTorch for the reference
-#                             checks, Node.js and the npm interop clients
+#                             checks, Node.js and the npm interop clients,
+#                             rclone (the storage tests' WebDAV server; a run
+#                             with STORAGE_BACKEND=rclone needs it too: it says so)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +38,7 @@ if [ "$with_tests" -eq 1 ]; then
     nodejs npm
     chromium
     libopenmpi-dev openmpi-bin
+    rclone
   )
 fi
 

@@ -6,6 +6,7 @@
 #include "core/dist.h"
 #include "kernels/cpu/kernels.h"
 #include "pipeline/plan.h"
+#include "storage/storage.h"
 
 namespace bk {
 
@@ -50,6 +51,7 @@ static int run_check_env(Args& a) {
          k.cpu.empty() ? "unknown CPU" : k.cpu.c_str(), k.vector_isa.c_str(), k.avx512_vnni ? " +VNNI" : "",
          k.avx512_bf16 ? " +BF16" : "", k.blas_family.c_str(), k.blas_family_source.c_str(), k.ternary.c_str(),
          dist_built_with_mpi() ? "yes (mpirun -np N bitkd train|pretrain|collect)" : "no (one process)");
+  printf("%s\n", storage_describe(c).c_str());
   const char* group = "";
   for (const ConfigVar& v : config_vars()) {
     std::string val = config_str(c, v.name);

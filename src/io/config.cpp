@@ -21,7 +21,20 @@ static const std::vector<ConfigVar> k_vars = {
     {"CHECKPOINTS_DIR", "", "paths", "Checkpoints (default <root>/checkpoints)"},
     {"REPORTS_DIR", "", "paths", "Reports (default <root>/reports)"},
     {"LOGS_DIR", "", "paths", "Logs (default <root>/logs)"},
-    {"STORAGE_BACKEND", "local", "paths", "local, or gdrive (the PoC's: a mounted folder, read as local files); others are refused"},
+    // storage (src/storage): artifacts pushed to and pulled from an rclone remote
+    {"STORAGE_BACKEND", "local", "storage", "local; rclone (STORAGE_REMOTE); s3 or webdav (STORAGE_REMOTE, or the S3_* / WEBDAV_* below); gdrive: STORAGE_REMOTE names a Drive remote, unset: a mounted folder read as local files"},
+    {"STORAGE_REMOTE", "", "storage", "rclone remote and path for the artifacts, <remote>:<path> (remote from rclone's config or RCLONE_CONFIG_<NAME>_* variables)"},
+    {"S3_BUCKET", "", "storage", "STORAGE_BACKEND=s3 without STORAGE_REMOTE: the bucket"},
+    {"S3_PREFIX", "bitkd", "storage", "Path inside S3_BUCKET for the artifacts"},
+    {"S3_ENDPOINT_URL", "", "storage", "S3-compatible endpoint (rclone s3 endpoint; empty: AWS)"},
+    {"S3_REGION", "", "storage", "rclone s3 region"},
+    {"S3_PROVIDER", "Other", "storage", "rclone s3 provider (AWS, Minio, Ceph, Wasabi, Other, ...)"},
+    {"S3_ACCESS_KEY_ID", "", "storage", "rclone s3 access_key_id (empty with the secret: AWS environment or instance credentials)"},
+    {"S3_SECRET_ACCESS_KEY", "", "storage", "rclone s3 secret_access_key"},
+    {"WEBDAV_URL", "", "storage", "STORAGE_BACKEND=webdav without STORAGE_REMOTE: the server's URL"},
+    {"WEBDAV_PATH", "bitkd", "storage", "Path on the WebDAV server for the artifacts"},
+    {"WEBDAV_USER", "", "storage", "WebDAV user"},
+    {"WEBDAV_PASSWORD", "", "storage", "Refused: rclone wants it obscured; set RCLONE_CONFIG_<NAME>_PASS from `rclone obscure` and STORAGE_REMOTE"},
     {"LOG_LEVEL", "INFO", "run", "DEBUG, INFO, WARNING or ERROR"},
     {"SEED", "1234", "run", "Seed for every random choice (init, data order, sampling)"},
     {"DETERMINISTIC", "0", "run", "1: single-threaded reductions so reruns are bitwise identical"},
@@ -321,9 +334,9 @@ Status config_load(Config* c, const std::string& dotenv_path, const std::map<std
   for (auto& it : flag_values) config_set(c, it.first, it.second, SRC_FLAG);
   // Settings that would otherwise be accepted and silently ignored.
   const std::string storage = config_str(*c, "STORAGE_BACKEND", "local");
-  if (storage != "local" && storage != "gdrive")
-    return errorf("STORAGE_BACKEND=%s (%s) is not supported: bitkd reads and writes local paths only (a Google "
-                  "Drive or other mount works as a folder); set STORAGE_BACKEND=local",
+  if (storage != "local" && storage != "gdrive" && storage != "rclone" && storage != "s3" && storage != "webdav")
+    return errorf("STORAGE_BACKEND=%s (%s) is not supported: use local, rclone (with STORAGE_REMOTE), gdrive, s3 "
+                  "or webdav",
                   storage.c_str(), where(*c, "STORAGE_BACKEND").c_str());
   return ok_status();
 }

@@ -14,6 +14,7 @@
 #include "kd/providers.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/plan.h"
+#include "storage/storage.h"
 
 namespace bk {
 
@@ -68,6 +69,11 @@ struct Ctx {
   double server_cpu_s = 0;  // CPU the teacher server used (teacher and collect stages)
   std::vector<PipelineStage> stages;
   int stage_no = 0, stage_total = 0;
+  // The remote the artifact root is mirrored to (local: none), and when a
+  // running stage's new files were last pushed.
+  Storage storage;
+  double storage_pushed_at = 0;
+  bool storage_mid_failed = false;  // a push failed during this stage: retried when it ends
 };
 
 // The stage names, written once: the table, the checklist and the runner

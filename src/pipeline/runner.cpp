@@ -76,7 +76,7 @@ bool fingerprinted(const std::string& name) {
   if (config_is_secret(name)) return false;
   static const char* const k_skip[] = {"THREADS", "LOG_LEVEL", "ARTIFACTS_DIR", "DRIVE_ROOT", "DATA_DIR",
                                        "CHECKPOINTS_DIR", "REPORTS_DIR", "LOGS_DIR", "AUTO_CREATE_DIRS",
-                                       "STORAGE_BACKEND"};
+                                       "STORAGE_BACKEND", "STORAGE_REMOTE"};
   for (const char* s : k_skip)
     if (name == s) return false;
   return true;
@@ -191,6 +191,37 @@ ProcessEnv child_env(const Ctx& cx) {
 
 namespace {
 
+// ---- the remote (src/storage) -------------------------------------------------------
+
+// Before the first stage: the remote answers, and what it holds that this
+// machine lacks is here (a fresh machine resumes where the last one stopped).
+Status storage_start(Ctx& cx) {
+  BK_TRY(storage_open(cx.cfg, cx.paths.root, &cx.storage));
+  if (cx.storage.backend == "local") return ok_status();
+  for (const std::string* d : {&cx.paths.data, &cx.paths.checkpoints, &cx.paths.reports, &cx.paths.logs})
+    if (d->rfind(cx.paths.root + "/", 0) != 0)
+      return errorf("STORAGE_BACKEND=%s mirrors the artifact root %s, and %s is outside it: unset DATA_DIR, "
+                    "CHECKPOINTS_DIR, REPORTS_DIR and LOGS_DIR (or point them inside the root)",
+                    cx.storage.setting.c_str(), cx.paths.root.c_str(), d->c_str());
+  BK_TRY(storage_pull(&cx.storage));
+  printf("storage: %s via rclone (pulled what this machine lacked; new files are pushed as they are written)\n",
+         cx.storage.remote.c_str());
+  fflush(stdout);
+  return ok_status();
+}
+
+// While a stage runs: its finished files (checkpoints, shards, stamps) every
+// second. A failure is said once and retried when the stage ends.
+void storage_tick(Ctx& cx) {
+  if (cx.storage.backend == "local" || cx.storage_mid_failed || now_seconds() - cx.storage_pushed_at < 1.0) return;
+  Status st = storage_push_changed(&cx.storage, true);
+  cx.storage_pushed_at = now_seconds();
+  if (st.ok()) return;
+  cx.storage_mid_failed = true;
+  printf("\n      %s (tried again when the stage ends)\n", st.msg.c_str());
+  fflush(stdout);
+}
+
 // ---- one stage --------------------------------------------------------------------
 
 PipelineStage not_run_record(const Ctx& cx, const std::string& name, const std::string& why) {
@@ -266,9 +297,14 @@ Status do_stage(Ctx& cx, const StageSpec& s) {
     running["started"] = utc_timestamp_iso();
     st = write_file_atomic(sp, running.dump(2) + "\n");
   }
+  cx.storage_pushed_at = 0;
+  cx.storage_mid_failed = false;
   if (st.ok()) st = s.run(cx, resume, &rec);
   rec.duration_s = now_seconds() - t0;
   if (!st.ok()) {
+    // What the failed stage left (its log above all) goes to the remote too.
+    Status ps = storage_push_changed(&cx.storage, false);
+    if (!ps.ok()) printf("      %s\n", ps.msg.c_str());
     rec.status = "failed";
     rec.detail = st.msg;
     print_stage_line(cx, s.name, "FAILED", "after " + fmt_duration(rec.duration_s) + ": " + st.msg);
@@ -301,7 +337,7 @@ Status do_stage(Ctx& cx, const StageSpec& s) {
   rec.status = "ok";
   print_stage_line(cx, s.name, "ok", fmt_duration(rec.duration_s));
   cx.stages.push_back(rec);
-  return ok_status();
+  return storage_push_changed(&cx.storage, false);
 }
 
 // ---- the teacher --------------------------------------------------------------------
@@ -516,6 +552,7 @@ Status run_command(Ctx& cx, PipelineStage* rec, const std::vector<std::string>& 
   double last_show = now_seconds();
   bool shown = false;
   auto show = [&]() {
+    storage_tick(cx);
     const double now = now_seconds();
     if (now - last_show < (tty ? 1.0 : 60.0)) return;
     last_show = now;
@@ -606,6 +643,7 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
          hardware_threads(), threads > 0 ? (", " + std::to_string(threads) + " threads").c_str() : "");
   fflush(stdout);
   process_install_interrupt_handlers();
+  BK_TRY(storage_start(cx));
 
   // The stages that run with this teacher, and the last one selected.
   std::vector<const StageSpec*> order;
@@ -683,7 +721,8 @@ Status pipeline_run(const Config& cfg, const PipelineOptions& opt) {
   }
   fflush(stdout);
   if (!failure.ok()) return failure;
-  return with_context(s2, "writing the pipeline summary");
+  BK_TRY(with_context(s2, "writing the pipeline summary"));
+  return storage_push_changed(&cx.storage, false);
 }
 
 }  // namespace bk
