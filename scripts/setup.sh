@@ -35,6 +35,7 @@ if [ "$with_tests" -eq 1 ]; then
     nodejs npm
     chromium
     libopenmpi-dev openmpi-bin
+    clang-14 libclang-rt-14-dev libomp-14-dev
   )
 fi
 
