@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BITKD := $(BUILD_DIR)/bitkd
 CTEST_ARGS ?=
 
-.PHONY: install install_test env configure build build_all test run bench check_env ensure_dirs clean pipeline \
+.PHONY: install install_test env configure build build_all test fuzz run bench check_env ensure_dirs clean pipeline \
         prompts sanity teacher collect train eval dryrun
 
 # What building and running bitkd needs; `make test` adds the test dependencies.
@@ -32,6 +32,12 @@ build_all: install_test configure
 
 test: build_all
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# Every libFuzzer target for FUZZ_SECONDS each (clang + ASan + UBSan, in
+# build-fuzz; scripts/fuzz.sh). A finding fails the target.
+FUZZ_SECONDS ?= 20
+fuzz: install_test
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 check_env: build
 	$(BITKD) check-env

@@ -39,6 +39,7 @@ if [ "$with_tests" -eq 1 ]; then
     chromium
     libopenmpi-dev openmpi-bin
     rclone
+    clang-14 libclang-rt-14-dev libomp-14-dev
   )
 fi
 

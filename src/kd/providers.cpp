@@ -805,7 +805,7 @@ static void parse_openai_usage(const json& j, CompletionResult* r) {
   }
 }
 
-static std::string parse_response(ProviderApi api, const std::string& body, CompletionResult* r) {
+std::string provider_parse_response(ProviderApi api, const std::string& body, CompletionResult* r) {
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return "the body is not valid JSON";
   try {
@@ -955,7 +955,7 @@ Status provider_complete(ProviderClient* client, const CompletionRequest& req, C
   CompletionResult parsed;
   auto validate = [&](const std::string& b) {
     parsed = CompletionResult();
-    return parse_response(s.api, b, &parsed);
+    return provider_parse_response(s.api, b, &parsed);
   };
   Status st = run_with_retries(c, true, url, body, "POST", &ok_body, out, validate);
   if (!st.ok()) return st;
@@ -1037,6 +1037,7 @@ std::string parse_scored(const json& j, const std::string& full, std::vector<Tok
                     : j.contains("prompt_token_ids") && j["prompt_token_ids"].is_array() ? &j["prompt_token_ids"]
                                                                                            : nullptr;
   if (!ids || ids->size() != pl.size()) return "prompt_logprobs without prompt_token_ids: the scored tokens are unknown";
+  if (pl.empty()) return "prompt_logprobs is empty: no token of the scored text";
   for (size_t i = 0; i < pl.size(); i++) {
     TokenStep st;
     const std::string own = (*ids)[i].dump();
@@ -1066,6 +1067,17 @@ std::string parse_scored(const json& j, const std::string& full, std::vector<Tok
 
 }  // namespace
 
+std::string provider_parse_scored(const std::string& body, const std::string& full, std::vector<TokenStep>* toks) {
+  toks->clear();
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) return "the body is not valid JSON";
+  try {
+    return parse_scored(j, full, toks);
+  } catch (const std::exception& e) {
+    return std::string("unexpected JSON shape: ") + e.what();
+  }
+}
+
 Status provider_score(ProviderClient* client, const ScoreRequest& req, CompletionResult* out) {
   *out = CompletionResult();
   ProviderClientImpl* c = client->impl.get();
@@ -1087,16 +1099,7 @@ Status provider_score(ProviderClient* client, const ScoreRequest& req, Completio
   if (s.provider == "vllm") b["prompt_logprobs"] = req.top_logprobs;
   const std::string url = s.base_url + "/completions";
   std::vector<TokenStep> toks;
-  auto validate = [&](const std::string& body) {
-    toks.clear();
-    json j = json::parse(body, nullptr, false);
-    if (j.is_discarded()) return std::string("the body is not valid JSON");
-    try {
-      return parse_scored(j, full, &toks);
-    } catch (const std::exception& e) {
-      return std::string("unexpected JSON shape: ") + e.what();
-    }
-  };
+  auto validate = [&](const std::string& body) { return provider_parse_scored(body, full, &toks); };
   std::string ok_body;
   st = run_with_retries(c, true, url, b.dump(-1, ' ', false, json::error_handler_t::replace), "POST", &ok_body, out,
                         validate);

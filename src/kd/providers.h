@@ -187,6 +187,12 @@ struct ScoreRequest {
 };
 Status provider_check_score(const ProviderSettings& s, int top_logprobs);
 Status provider_score(ProviderClient* c, const ScoreRequest& req, CompletionResult* out);
+// The response parsers behind provider_complete and provider_score (fuzzing,
+// tests): "" when the body parsed into *r / *toks, else what is wrong with it.
+std::string provider_parse_response(ProviderApi api, const std::string& body, CompletionResult* r);
+// `full` is the scored text (prompt + continuation) the tokens are placed in.
+std::string provider_parse_scored(const std::string& body, const std::string& full, std::vector<TokenStep>* toks);
+
 // GET {base}/models: the served model ids (OpenAI-compatible servers).
 Status provider_list_models(ProviderClient* c, std::vector<std::string>* ids);
 // For local servers with no model configured: the first id /models lists.
