@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timing.h"
+#include "kernels/cpu/bandwidth.h"
 #include "kernels/cpu/ternary.h"
 #include "model/infer.h"
 #include "model/gguf_model.h"
@@ -58,7 +59,23 @@ Status time_once(InferSession* s, const std::vector<int32_t>& toks, int prompt, 
   return ok_status();
 }
 
-json engine_json(const InferWeights* w, const Timing& t) {
+// What decode reads per token against the measured read bandwidth: 1.0
+// means decode runs at the memory's speed.
+json decode_bytes_json(const InferWeights* w, double context, double decode_tps, double bandwidth_gbs) {
+  DecodeBytes d;
+  infer_decode_bytes(w, context, &d);
+  const double gbs = d.total * decode_tps / 1e9;
+  return json{{"total", d.total},
+              {"weights", d.weights},
+              {"embedding_row", d.embedding_row},
+              {"head", d.head},
+              {"kv_cache", d.kv_cache},
+              {"mean_context", context},
+              {"decode_read_GB_per_s", gbs},
+              {"fraction_of_read_bandwidth", bandwidth_gbs > 0 ? json(gbs / bandwidth_gbs) : json(nullptr)}};
+}
+
+json engine_json(const InferWeights* w, const Timing& t, double context, double bandwidth_gbs) {
   InferWeightBytes b;
   infer_weights_bytes_by_component(w, &b);
   return json{{"prefill_tokens_per_s", median(t.prefill_tps)},
@@ -70,7 +87,8 @@ json engine_json(const InferWeights* w, const Timing& t) {
                {{"embeddings", b.embeddings}, {"norms", b.norms}, {"projections", b.projections}, {"head", b.head}}},
               {"projection_format", b.projection_format},
               {"embedding_type", b.embedding_dtype},
-              {"projection_bits_per_weight", b.projection_bits_per_weight}};
+              {"projection_bits_per_weight", b.projection_bits_per_weight},
+              {"decode_bytes_per_token", decode_bytes_json(w, context, median(t.decode_tps), bandwidth_gbs)}};
 }
 
 // Parameters of packed weights built without a float model.
@@ -122,6 +140,10 @@ static int run_bench_infer(Args& a) {
     if (!st.ok()) return cli_fail(a, st);
     so.seed = (uint64_t)seed;
     so.embed_type = embed == "auto" ? ROWS_BF16 : embed_type;
+    const std::string layout = arg_str(a, "layout");
+    if (layout != "i2" && layout != "t1")
+      return cli_fail(a, errorf("--layout '%s' is unknown: use i2 (2 bits/weight) or t1 (1.6)", layout.c_str()));
+    so.layout = layout == "t1" ? TERNARY_T1 : TERNARY_I2;
     st = infer_weights_create_synthetic(so, &packed);
     if (!st.ok()) return cli_fail(a, st);
     cfg = so.cfg;
@@ -192,11 +214,17 @@ static int run_bench_infer(Args& a) {
   if (sp) infer_session_destroy(sp);
   if (sf) infer_session_destroy(sf);
   if (!st.ok()) return cli_fail(a, st);
+  // The ceiling decode is measured against, on the same threads, right after.
+  const MeasuredBandwidth bw = measure_read_bandwidth(omp_get_max_threads());
+  // Decode step i attends prompt + i + 1 positions.
+  const double context = decode > 0 ? prompt + (decode + 1) / 2.0 : 0.0;
 
   json j;
   j["bench"] = "infer";
   j["machine"] = machine_json();
   j["threads"] = omp_get_max_threads();
+  j["read_bandwidth"] = {{"GB_per_s", bw.gb_per_s}, {"best_GB_per_s", bw.best_gb_per_s},
+                         {"buffer_bytes", bw.buffer_bytes}, {"method", bw.method}};
   json cj = json::parse(model_config_to_json(cfg), nullptr, false);
   j["config"] = cj.is_discarded() ? json(nullptr) : cj;
   j["params"] = params;
@@ -206,13 +234,13 @@ static int run_bench_infer(Args& a) {
   j["reps"] = reps;
   j["fp32"] = nullptr;  // --packed-only
   if (fp32) {
-    j["fp32"] = engine_json(fp32, tf);
+    j["fp32"] = engine_json(fp32, tf, context, bw.gb_per_s);
     j["fp32"]["engine"] = cfg.weight_quant == WQ_TERNARY ? "fp32 weights, fake-quant activations (unpacked)" : "fp32";
   }
   j["packed"] = nullptr;
   j["ratios"] = nullptr;
   if (packed) {
-    j["packed"] = engine_json(packed, tp);
+    j["packed"] = engine_json(packed, tp, context, bw.gb_per_s);
     j["packed"]["engine"] = std::string("packed ternary, int") + std::to_string(cfg.act_bits) + " activations";
   } else {
     j["packed_reason"] = packed_reason;
@@ -259,6 +287,9 @@ const Command& command_bench_infer() {
     cmd.flags.push_back({"embed", nullptr, "auto",
                          "Packed engine's embedding/head type: f32, f16, bf16, q8_0, or auto (a GGUF's own type; f32 "
                          "for checkpoints and random weights, bf16 with --packed-only)"});
+    cmd.flags.push_back({"layout", nullptr, "i2",
+                         "Projection layout of --packed-only random weights: i2 (2 bits/weight) or t1 (1.6 bits, "
+                         "5 trits per byte)"});
     cmd.flags.push_back({"packed-only", nullptr, "",
                          "Time the packed engine alone, with no float model: a .gguf's TQ2_0 blocks are copied "
                          "straight into the packed layout, random weights generated into it, so 7B shapes fit",

@@ -33,6 +33,7 @@ const Command& command_train();
 const Command& command_eval();
 const Command& command_dryrun();
 const Command& command_bench_infer();
+const Command& command_bench_bandwidth();
 const Command& command_pipeline();
 const Command& command_experiment();
 const Command& command_report();
@@ -56,6 +57,7 @@ const std::vector<const Command*>& all_commands() {
       &command_eval(),
       &command_dryrun(),
       &command_bench_infer(),
+      &command_bench_bandwidth(),
       &command_pipeline(),
       &command_experiment(),
       &command_report(),

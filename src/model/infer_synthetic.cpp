@@ -308,6 +308,19 @@ void infer_weights_bytes_by_component(const InferWeights* w, InferWeightBytes* o
   out->total = out->embeddings + out->norms + out->projections + out->head;
 }
 
+void infer_decode_bytes(const InferWeights* w, double context, DecodeBytes* out) {
+  *out = DecodeBytes();
+  if (!w) return;
+  InferWeightBytes b;
+  infer_weights_bytes_by_component(w, &b);
+  const ModelConfig& c = w->cfg;
+  out->weights = b.projections + b.norms;
+  out->embedding_row = b.embeddings / std::max(1, c.vocab_size);
+  out->head = b.head_tied ? b.embeddings : b.head;
+  out->kv_cache = (size_t)(2.0 * c.n_layers * context * c.n_kv_heads * c.head_dim * sizeof(float));
+  out->total = out->weights + out->embedding_row + out->head + out->kv_cache;
+}
+
 Status infer_weights_set_act_bits(InferWeights* w, int act_bits, A4Scope scope) {
   if (!w) return errorf("infer_weights_set_act_bits: no weights");
   if (act_bits != 8 && act_bits != 4 && act_bits != 0)

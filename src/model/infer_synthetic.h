@@ -55,6 +55,20 @@ struct InferWeightBytes {
 };
 void infer_weights_bytes_by_component(const InferWeights* w, InferWeightBytes* out);
 
+// Bytes one decode step (a single-token forward with a KV cache) reads from
+// memory, by what reads them: every projection and norm once, one embedding
+// row, the whole head (the embedding again when tied), and the fp32 K and V
+// of `context` cached positions in every layer. Activations and scratch are
+// left out: they stay in cache.
+struct DecodeBytes {
+  size_t weights = 0;        // projections + norms
+  size_t embedding_row = 0;  // the token's row
+  size_t head = 0;           // logits: every vocabulary row
+  size_t kv_cache = 0;       // 2 * layers * context * kv_dim * 4
+  size_t total = 0;
+};
+void infer_decode_bytes(const InferWeights* w, double context, DecodeBytes* out);
+
 // Sets the activation bits (8 or 4 for the packed backend; also 0 for float)
 // and the 4-bit scope, as a flip does in training. Must not run while a
 // session evaluates on w.
