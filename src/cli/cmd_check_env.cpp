@@ -74,7 +74,11 @@ static int run_check_env(Args& a) {
     std::string val = config_is_secret(it.first) ? config_redact(it.second) : it.second;
     printf("  %-30s = %s (%s)\n", it.first.c_str(), val.c_str(), config_source_name(c.sources.at(it.first)));
   }
-  Status st = ensure_artifact_dirs(c, p);
+  // Every value against the registry: all bad ones, each with where it was set.
+  fflush(stdout);
+  Status st = config_validate_status(c);
+  if (!st.ok()) return cli_fail(a, st);
+  st = ensure_artifact_dirs(c, p);
   if (!st.ok()) return cli_fail(a, st);
   return 0;
 }
@@ -82,8 +86,11 @@ static int run_check_env(Args& a) {
 const Command& command_check_env() {
   static const Command c = {
       "check-env",
-      "Print the resolved configuration (secrets redacted) and create the artifact directories",
-      "Every variable bitkd reads, its value and its source (flag, env, .env or default).\n"
+      "Print the resolved configuration (secrets redacted), check every value and create the artifact directories",
+      "Every variable bitkd reads, its value and its source (flag, env, .env or default), then every value\n"
+      "checked against its type, range and choices: all bad ones are listed with where each was set (the\n"
+      "flag, the environment or the .env file and line) and the exit status is 1. Every other command runs\n"
+      "the same check before it starts.\n"
       "API keys are shown only as '**** (set, N chars)'. Empty defaults are hidden unless --all.",
       {{"all", nullptr, "", "Show unset variables too", true},
        {"markdown", nullptr, "", "Print every variable and its default as Markdown tables (the README's reference)", true}},

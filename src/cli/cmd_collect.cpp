@@ -1,4 +1,4 @@
-// bitkd collect: KD traces from the teacher (data/kd_shard_*.parquet + kd_prompts_*.parquet).
+// bitkd collect: KD traces from the teacher (<--out>/kd_shard_*.parquet + kd_prompts_*.parquet).
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -179,12 +179,14 @@ static int run_collect(Args& a) {
 const Command& command_collect() {
   static const Command c = {
       "collect",
-      "Collect KD traces (teacher top-K logprobs projected onto the student tokenizer) -> data/kd_shard_*.parquet",
+      "Collect KD traces (teacher top-K logprobs projected onto the student tokenizer) -> <--out>/kd_shard_*.parquet",
       "Prompts (KD_PROMPTS_FILE: one per line, or .jsonl; default: the task suite's train split, KD_MAX_PROMPTS)\n"
       "go to the teacher with logprobs; each generated token becomes a step row (top-K projected onto\n"
       "TOKENIZER_NAME, raw candidates kept), each prompt a row of kd_prompts_*.parquet. KD_SOURCE=reference or\n"
       "on_policy has the teacher score the reference answers or a student's answers instead (a server that\n"
-      "scores a given text: bitkd serve, vLLM, llama.cpp); collect each source into its own --out directory.\n"
+      "scores a given text: bitkd serve, vLLM, llama.cpp); collect each source into its own --out directory\n"
+      "(default KD_DATA_PATH, else DATA_DIR: data/kd_shard_000.parquet; `bitkd pipeline` writes teacher\n"
+      "samples to data/, reference scores to data/reference/, held-out traces to data/heldout/).\n"
       "Resumable: a rerun skips committed prompts; a crash loses at most the prompts not yet flushed\n"
       "(KD_FLUSH_PROMPTS /\n"
       "KD_FLUSH_SECONDS). --shard i/n splits the prompts among n collectors (prompt_idx % n == i).\n"

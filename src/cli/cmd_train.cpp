@@ -1,4 +1,4 @@
-// bitkd train: distil KD shards (data/kd_shard_*.parquet + kd_prompts_*) into
+// bitkd train: distil KD shards (kd_shard_*.parquet + kd_prompts_*) into
 // a ternary student with the fused KD loss (train/kd_loss.h), through the
 // shared training loop (train/trainer.h): AdamW + schedule, gradient
 // accumulation, the A8 -> A4 flip at FLIP_FRACTION * BUDGET_TOKENS real seen
@@ -192,7 +192,8 @@ const Command& command_train() {
     Command cmd{
         "train",
         "Distil KD shards into a ternary student (KL over top-K + other, CE, format loss; A8->A4 flip)",
-        "Reads data/kd_shard_*.parquet with kd_prompts_*.parquet (KD_DATA_PATH, else DATA_DIR), aligns each\n"
+        "Reads kd_shard_*.parquet with kd_prompts_*.parquet in KD_DATA_PATH (else DATA_DIR; several folders\n"
+        "comma-separated, e.g. the pipeline's data/reference), aligns each\n"
         "teacher step to the student tokenization and trains a MINI_* student (vocabulary from TOKENIZER_NAME)\n"
         "with L = kd_weight * D(q || p) + ce_weight * CE + format_weight * CE[structural steps] over the K+1\n"
         "buckets (top-K + other) at temperature KD_TAU; D is KL, reverse KL or JSD (KD_LOSS). Response tokens\n"

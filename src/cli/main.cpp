@@ -151,7 +151,7 @@ static int run_main(int argc, char** argv) {
 
   Args a;
   a.cmd = cmd;
-  std::map<std::string, std::string> var_flags;
+  std::map<std::string, std::string> var_flags, var_flag_names;
   for (const Flag& f : cmd->flags)
     if (!f.var) a.values[f.name] = f.def ? f.def : "";
   for (const Flag& f : k_common_flags)
@@ -182,7 +182,7 @@ static int run_main(int argc, char** argv) {
         value = argv[++i];
       }
       a.given.insert(name);
-      if (f->var) var_flags[f->var] = value;
+      if (f->var) var_flags[f->var] = value, var_flag_names[f->var] = "flag --" + name;
       else a.values[name] = value;
     } else {
       a.positional.push_back(s);
@@ -190,6 +190,13 @@ static int run_main(int argc, char** argv) {
   }
   Status st = config_load(&a.cfg, a.values["env-file"], var_flags);
   if (!st.ok()) return cli_fail(a, st);
+  for (auto& it : var_flag_names) a.cfg.origins[it.first] = it.second;
+  // Every value checked against the registry before any work, all bad ones
+  // at once (check-env prints the whole configuration first, then them).
+  if (strcmp(cmd->name, "check-env") != 0) {
+    st = config_validate_status(a.cfg);
+    if (!st.ok()) return cli_fail(a, st);
+  }
   if (!log_set_level_name(config_str(a.cfg, "LOG_LEVEL", "INFO")))
     fprintf(stderr, "bitkd: unknown LOG_LEVEL '%s', using INFO\n", config_str(a.cfg, "LOG_LEVEL").c_str());
   long long threads = 0;

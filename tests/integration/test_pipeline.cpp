@@ -277,8 +277,16 @@ TEST(Pipeline, FailingStageIsNamedWithItsLog) {
   EXPECT_NE(rc, 0) << out;
   EXPECT_NE(out.find("stage tasks is not done yet and a selected stage needs it"), std::string::npos) << out;
 
-  // A stage that fails: the last one, so everything before it runs for real.
+  // A bad value is refused before any stage runs, naming where it was set.
   rc = bk_test::run_command(pipeline_cmd(dir, "DRYRUN_BATCH_SIZE=0", ""), &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(out.find("DRYRUN_BATCH_SIZE=0 (from environment): must be >= 1"), std::string::npos) << out;
+  EXPECT_EQ(out.find("[1/9]"), std::string::npos) << "no stage ran\n" << out;
+
+  // A stage that fails: the last one, so everything before it runs for real
+  // (its report's path is taken by a directory, so it cannot be written).
+  ASSERT_EQ(bk_test::run_command("mkdir -p '" + dir + "/artifacts/reports/dryrun_7b.json'", &out), 0) << out;
+  rc = bk_test::run_command(pipeline_cmd(dir, "", ""), &out);
   EXPECT_NE(rc, 0) << out;
   EXPECT_NE(out.find("stage dryrun failed"), std::string::npos) << out;
   EXPECT_NE(out.find(dir + "/artifacts/logs/dryrun.log"), std::string::npos) << out;
@@ -456,6 +464,23 @@ TEST(Experiment, ArmsTimesSeedsGiveATableOfItsOwnRuns) {
   again = load(art + "/reports/ablation.json");
   EXPECT_FALSE(again["runs"][0]["training_reused"].get<bool>()) << again;
   EXPECT_TRUE(exists(art + "/experiment/ce_reference/seed1/checkpoints/mini_bitnet_step_30.safetensors"));
+
+  // Fewer steps than the preset (40) and two micro-batches per step: the flip
+  // budget counts this run's steps and accumulation (train/setup.h), so the
+  // student still reaches A4 at FLIP_FRACTION of what it sees (a budget
+  // counted for the preset's 40 steps of one micro-batch would lie past the
+  // end of these 10 steps of two).
+  rc = bk_test::run_command(base + "--arms ce_reference --seeds 1 --steps 10 --grad-accum 2", &out);
+  ASSERT_EQ(rc, 0) << out;
+  std::ifstream run_in(art + "/experiment/ce_reference/seed1/run.log");
+  const std::string run_log((std::istreambuf_iterator<char>(run_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(run_log.find("--grad-accum 2"), std::string::npos) << run_log;
+  const size_t at = run_log.rfind("{\"checkpoint\"");
+  ASSERT_NE(at, std::string::npos) << run_log;
+  const json rep = json::parse(run_log.substr(at, run_log.find('\n', at) - at));
+  EXPECT_EQ(rep["steps"], 10) << rep;
+  EXPECT_EQ(rep["flip_done"], true) << rep;
+  EXPECT_EQ(rep["act_bits"], 4) << rep;
 }
 
 }  // namespace

@@ -123,9 +123,10 @@ TEST(PretrainCli, BadInputsFailClearly) {
   struct Case {
     std::string args, expect;
   } cases[] = {
-      {"--dim 0", "dim is 0"},
+      // Checked against the registry before any work, naming the flag.
+      {"--dim 0", "MINI_DIM=0 (from flag --dim): must be >= 1"},
       {"--heads 3", "not divisible by n_heads 3"},
-      {"--ffn-act gelu", "--ffn-act 'gelu' is unknown"},
+      {"--ffn-act gelu", "MINI_FFN_ACT=gelu (from flag --ffn-act): must be one of: swiglu, relu2"},
       {"--kv-heads 3 --heads 2", "n_kv_heads 3 does not divide n_heads 2"},
       {"--lr abc", "LR=abc"},
   };

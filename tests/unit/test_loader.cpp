@@ -504,11 +504,13 @@ TEST(Loader, SourcesScoresAndOnPolicyExamples) {
 // pipeline` fingerprints a stage by).
 TEST(Config, RefusesUnsupportedStorageAndRecordsReads) {
   Config c;
-  Status s = config_load(&c, "", {{"STORAGE_BACKEND", "ftp"}});
+  ASSERT_TRUE(config_load(&c, "", {{"STORAGE_BACKEND", "ftp"}}).ok());
+  Status s = config_validate_status(c);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.msg.find("STORAGE_BACKEND=ftp"), std::string::npos) << s.msg;
-  EXPECT_NE(s.msg.find("use local, rclone"), std::string::npos) << s.msg;
+  EXPECT_NE(s.msg.find("must be one of: local, gdrive, rclone"), std::string::npos) << s.msg;
   ASSERT_TRUE(config_load(&c, "", {{"STORAGE_BACKEND", "gdrive"}}).ok());
+  ASSERT_TRUE(config_validate_status(c).ok());
   c.reads.clear();
   long long v = 0;
   ASSERT_TRUE(config_int(c, "TRAIN_BATCH_SIZE", &v).ok());
