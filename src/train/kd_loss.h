@@ -2,7 +2,8 @@
 // The fused knowledge-distillation loss of docs/training.md ("The loss"), computed in place on
 // the model's logits buffer (like train/loss.h): one row at a time it reads
 // the logits z [vocab] and overwrites them with dL/dz, so no second
-// [n, vocab] buffer exists (each thread holds one [vocab] scratch row).
+// [n, vocab] buffer exists (and no [vocab] scratch row: the tempering acts on
+// the K+1 buckets only).
 //
 // Per position i with a KD bucket (K' distinct valid top-K ids + "other"),
 // both sides' buckets formed the same way: the masses at temperature 1, then

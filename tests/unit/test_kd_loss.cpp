@@ -72,22 +72,28 @@ void set_bucket(Case* c, int i, Rng* r, int kk, double mass) {
   c->kd_mask[i] = 1;
 }
 
-// Positions: 0 prompt (no target), 1 CE only, 2 KD full K, 3 KD with padded
-// slots + struct, 4 KD invalid (NaN other -> CE only), 5 padding, 6 KD with a
-// duplicate id, 7 KD struct, 8 KD without a target.
-Case make_case(int V, int K, uint64_t seed, float zscale = 2.0f) {
+// n positions of random logits (scale zscale) with no target and no bucket.
+Case blank_case(int n, int V, int K, uint64_t seed, float zscale, Rng* r) {
   Case c;
-  c.n = 9, c.V = V, c.K = K;
-  Rng r;
-  rng_seed(&r, seed);
+  c.n = n, c.V = V, c.K = K;
+  rng_seed(r, seed);
   c.z.resize((size_t)c.n * V);
-  for (auto& x : c.z) x = zscale * rng_normal(&r);
+  for (auto& x : c.z) x = zscale * rng_normal(r);
   c.targets.assign(c.n, -1);
   c.kd_mask.assign(c.n, 0);
   c.is_struct.assign(c.n, 0);
   c.ids.assign((size_t)c.n * K, -1);
   c.lps.assign((size_t)c.n * K, 0.0f);
   c.other.assign(c.n, 0.0f);
+  return c;
+}
+
+// Positions: 0 prompt (no target), 1 CE only, 2 KD full K, 3 KD with padded
+// slots + struct, 4 KD invalid (NaN other -> CE only), 5 padding, 6 KD with a
+// duplicate id, 7 KD struct, 8 KD without a target.
+Case make_case(int V, int K, uint64_t seed, float zscale = 2.0f) {
+  Rng r;
+  Case c = blank_case(9, V, K, seed, zscale, &r);
   for (int i = 1; i < c.n; i++) c.targets[i] = (int32_t)rng_below(&r, V);
   c.targets[5] = -1;
   c.targets[8] = -1;
@@ -549,18 +555,8 @@ void buckets_from_logits(Case* c, int i, const float* zt) {
 TEST(KdLoss, IdenticalStudentHasZeroLossAndGradientAtEveryTau) {
   for (int V : {37, 301}) {
     const int K = V > 100 ? 20 : 6;
-    Case c;
-    c.n = 4, c.V = V, c.K = K;
     Rng r;
-    rng_seed(&r, 11 + V);
-    c.z.resize((size_t)c.n * V);
-    for (auto& x : c.z) x = 2.5f * rng_normal(&r);
-    c.targets.assign(c.n, -1);
-    c.kd_mask.assign(c.n, 0);
-    c.is_struct.assign(c.n, 0);
-    c.ids.assign((size_t)c.n * K, -1);
-    c.lps.assign((size_t)c.n * K, 0.0f);
-    c.other.assign(c.n, 0.0f);
+    Case c = blank_case(4, V, K, 11 + V, 2.5f, &r);
     for (int i = 0; i < c.n; i++) buckets_from_logits(&c, i, c.z.data() + (size_t)i * V);
     for (float tau : {0.5f, 1.0f, 1.3f, 2.0f, 5.0f}) {
       KdLossConfig cfg;
@@ -579,32 +575,12 @@ TEST(KdLoss, IdenticalStudentHasZeroLossAndGradientAtEveryTau) {
 }
 
 // ---- the independent PyTorch reference ------------------------------------------
-// The Debian python3 with python3-torch; BITKD_TORCH_PYTHON overrides.
-std::string torch_python() {
-  const char* p = std::getenv("BITKD_TORCH_PYTHON");
-  return p && *p ? p : "/usr/bin/python3";
-}
 
-template <class T>
-void write_raw(const std::string& path, const std::vector<T>& v) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(v.data()), sizeof(T) * v.size());
-  ASSERT_TRUE(f.good()) << path;
-}
-
-template <class T>
-std::vector<T> read_raw(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::vector<T> v(bytes.size() / sizeof(T));
-  memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
-  return v;
-}
 
 TEST(KdLoss, MatchesPyTorchReferenceBuiltFromFullLogits) {
   std::string out;
-  ASSERT_EQ(bk_test::run_command(torch_python() + " -c 'import torch, numpy'", &out), 0)
-      << torch_python() << " cannot import torch/numpy: " << out
+  ASSERT_EQ(bk_test::run_command(bk_test::torch_python() + " -c 'import torch, numpy'", &out), 0)
+      << bk_test::torch_python() << " cannot import torch/numpy: " << out
       << "\ninstall it with: bash scripts/setup.sh --test (Debian packages python3-torch python3-numpy)";
   const int n = 6, V = 53, K = 8;
   Rng r;
@@ -641,12 +617,12 @@ TEST(KdLoss, MatchesPyTorchReferenceBuiltFromFullLogits) {
     std::ofstream f(dir + "/case.json");
     f << js << "]}";
   }
-  write_raw(dir + "/teacher.bin", teacher);
-  write_raw(dir + "/student.bin", student);
-  write_raw(dir + "/targets.bin", targets);
-  write_raw(dir + "/struct.bin", is_struct);
+  ASSERT_TRUE(bk_test::write_raw(dir + "/teacher.bin", teacher)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/student.bin", student)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/targets.bin", targets)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/struct.bin", is_struct)) << "write failed";
   const std::string cmd =
-      torch_python() + " '" + bk_test::source_dir() + "/tests/reference/kd_loss_ref.py' '" + dir + "'";
+      bk_test::torch_python() + " '" + bk_test::source_dir() + "/tests/reference/kd_loss_ref.py' '" + dir + "'";
   ASSERT_EQ(bk_test::run_command(cmd, &out), 0) << cmd << "\n" << out;
 
   Case c;
@@ -655,9 +631,9 @@ TEST(KdLoss, MatchesPyTorchReferenceBuiltFromFullLogits) {
   c.targets = targets;
   c.is_struct = is_struct;
   c.kd_mask.assign(n, 1);
-  c.ids = read_raw<int32_t>(dir + "/ids.bin");
-  c.lps = read_raw<float>(dir + "/lps.bin");
-  c.other = read_raw<float>(dir + "/other.bin");
+  c.ids = bk_test::read_raw<int32_t>(dir + "/ids.bin");
+  c.lps = bk_test::read_raw<float>(dir + "/lps.bin");
+  c.other = bk_test::read_raw<float>(dir + "/other.bin");
   ASSERT_EQ(c.ids.size(), (size_t)n * K);
   ASSERT_EQ(c.other.size(), (size_t)n);
   for (size_t j = 0; j < cfgs.size(); j++) {
@@ -674,7 +650,7 @@ TEST(KdLoss, MatchesPyTorchReferenceBuiltFromFullLogits) {
       f >> ref;
       ASSERT_TRUE(f.good()) << dir << "/loss_" << j << ".txt unreadable";
     }
-    std::vector<float> rg = read_raw<float>(dir + "/grad_" + std::to_string(j) + ".bin");
+    std::vector<float> rg = bk_test::read_raw<float>(dir + "/grad_" + std::to_string(j) + ".bin");
     ASSERT_EQ(rg.size(), g.size());
     double d2 = 0, n2 = 0;
     for (size_t k = 0; k < g.size(); k++) d2 += ((double)g[k] - rg[k]) * ((double)g[k] - rg[k]), n2 += (double)rg[k] * rg[k];

@@ -23,34 +23,14 @@ using namespace bk;
 
 namespace {
 
-// The Debian python3 with python3-torch (not a virtualenv's); BITKD_TORCH_PYTHON overrides.
-std::string torch_python() {
-  const char* p = std::getenv("BITKD_TORCH_PYTHON");
-  return p && *p ? p : "/usr/bin/python3";
-}
 
 bool torch_available(std::string* why) {
   std::string out;
-  int rc = bk_test::run_command(torch_python() + " -c 'import torch, numpy'", &out);
-  if (rc != 0) *why = torch_python() + " cannot import torch/numpy: " + out;
+  int rc = bk_test::run_command(bk_test::torch_python() + " -c 'import torch, numpy'", &out);
+  if (rc != 0) *why = bk_test::torch_python() + " cannot import torch/numpy: " + out;
   return rc == 0;
 }
 
-template <class T>
-void write_raw(const std::string& path, const std::vector<T>& v) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(v.data()), sizeof(T) * v.size());
-  ASSERT_TRUE(f.good()) << path;
-}
-
-template <class T>
-std::vector<T> read_raw(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::vector<T> v(bytes.size() / sizeof(T));
-  memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
-  return v;
-}
 
 double rel_err(const float* a, const float* b, size_t n) {
   double d2 = 0.0, n2 = 0.0;
@@ -161,19 +141,19 @@ void compare_with_torch(const RefCase& rc) {
     f << "{\"config\":" << cfg << ",\"batch\":" << B << ",\"seq\":" << T << ",\"rounding\":\""
       << (BITKD_QUANT_ROUND_HALF_EVEN ? "half_even" : "half_away") << "\",\"params\":" << params_json << "}";
   }
-  write_raw(dir + "/params.bin", m.params);
-  write_raw(dir + "/tokens.bin", tokens);
-  write_raw(dir + "/mask.bin", mask);
-  write_raw(dir + "/targets.bin", targets);
-  write_raw(dir + "/weights.bin", weights);
-  write_raw(dir + "/quant.bin", quant);
+  ASSERT_TRUE(bk_test::write_raw(dir + "/params.bin", m.params)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/tokens.bin", tokens)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/mask.bin", mask)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/targets.bin", targets)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/weights.bin", weights)) << "write failed";
+  ASSERT_TRUE(bk_test::write_raw(dir + "/quant.bin", quant)) << "write failed";
   std::string out;
   const std::string cmd =
-      torch_python() + " '" + bk_test::source_dir() + "/tests/reference/model_ref.py' '" + dir + "'";
+      bk_test::torch_python() + " '" + bk_test::source_dir() + "/tests/reference/model_ref.py' '" + dir + "'";
   ASSERT_EQ(bk_test::run_command(cmd, &out), 0) << cmd << "\n" << out;
 
-  std::vector<float> ref_logits = read_raw<float>(dir + "/logits.bin");
-  std::vector<float> ref_grads = read_raw<float>(dir + "/grads.bin");
+  std::vector<float> ref_logits = bk_test::read_raw<float>(dir + "/logits.bin");
+  std::vector<float> ref_grads = bk_test::read_raw<float>(dir + "/grads.bin");
   ASSERT_EQ(ref_logits.size(), logits.size());
   ASSERT_EQ(ref_grads.size(), m.grads.size());
   double ref_loss = 0.0;
