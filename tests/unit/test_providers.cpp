@@ -787,3 +787,13 @@ TEST(Providers, LlamaCppNativeRouteBothProbabilityShapes) {
     EXPECT_FLOAT_EQ(r.tokens[0].top[1].logprob, std::log(0.25f));
   }
 }
+
+// Found by fuzz/fuzz_providers: an empty prompt_logprobs with an empty
+// prompt_token_ids list used to index the first token of an empty vector.
+TEST(Providers, ScoredResponseWithNoTokensIsAnError) {
+  std::vector<bk::TokenStep> toks;
+  const std::string e =
+      bk::provider_parse_scored(R"({"choices":[{"prompt_logprobs":[],"prompt_token_ids":[]}]})", "some text", &toks);
+  EXPECT_NE(e.find("prompt_logprobs is empty"), std::string::npos) << e;
+  EXPECT_TRUE(toks.empty());
+}
