@@ -21,7 +21,8 @@ namespace bk {
 static bool same_shape(const ModelConfig& a, const ModelConfig& b) {
   return a.vocab_size == b.vocab_size && a.dim == b.dim && a.n_layers == b.n_layers && a.n_heads == b.n_heads &&
          a.n_kv_heads == b.n_kv_heads && a.head_dim == b.head_dim && a.ffn_dim == b.ffn_dim &&
-         a.ffn_act == b.ffn_act && a.subln == b.subln && a.rope_theta == b.rope_theta;
+         a.ffn_act == b.ffn_act && a.subln == b.subln && a.rope_theta == b.rope_theta &&
+         a.rope_scale_factor == b.rope_scale_factor;
 }
 
 // y[N,out] = x[N,in] W^T, timed and counted (the LM head, and BitLinear's code sums).

@@ -281,6 +281,10 @@ Status gguf_export_build(const Model& m, const GgufExportOptions& opt, GgufWrite
   *rep = GgufExportReport();
   const ModelConfig& c = m.cfg;
   BK_TRY(model_config_validate(c));
+  if (c.rope_scale_factor != 0.0f)
+    return errorf("GGUF export: this model uses llama3 RoPE scaling (factor %g), which bitkd does not write to GGUF "
+                  "yet (llama.cpp reads it as rope_freqs.weight); export a model with plain RoPE",
+                  (double)c.rope_scale_factor);
   ExportCtx x{m, opt, w, rep, c.subln ? "bitnet" : "llama", opt.weights, c.weight_quant == WQ_TERNARY,
               GGML_TYPE_F16, {}};
   rep->arch = x.arch;

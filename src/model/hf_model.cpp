@@ -44,15 +44,36 @@ Status check_unsupported(const nlohmann::json& j, const std::string& file) {
       return errorf("%s: field '%s' is true; bitkd's Llama has no projection biases (supported: false or absent)",
                     file.c_str(), key);
   }
-  auto rs = j.find("rope_scaling");
-  if (rs != j.end() && !rs->is_null())
-    return errorf("%s: field 'rope_scaling' is %s; bitkd runs plain RoPE with rope_theta (supported: null or "
-                  "absent)",
-                  file.c_str(), rs->dump().c_str());
   auto act = j.find("hidden_act");
   if (act != j.end() && !(act->is_string() && act->get<std::string>() == "silu"))
     return errorf("%s: field 'hidden_act' is %s; bitkd runs SwiGLU (supported: \"silu\")", file.c_str(),
                   act->dump().c_str());
+  return ok_status();
+}
+
+// rope_scaling: null/absent (plain RoPE) or Llama 3.1's {"rope_type": "llama3", factor,
+// low_freq_factor, high_freq_factor, original_max_position_embeddings}.
+Status read_rope_scaling(const nlohmann::json& j, const std::string& file, ModelConfig* c) {
+  auto rs = j.find("rope_scaling");
+  if (rs == j.end() || rs->is_null()) return ok_status();
+  std::string type;
+  if (rs->is_object()) {
+    auto t = rs->contains("rope_type") ? rs->find("rope_type") : rs->find("type");  // older configs say "type"
+    if (t != rs->end() && t->is_string()) type = t->get<std::string>();
+  }
+  if (type == "default") return ok_status();
+  if (type != "llama3")
+    return errorf("%s: field 'rope_scaling' is %s; bitkd runs plain RoPE or Llama 3.1's scaling (supported: null, "
+                  "or rope_type \"llama3\" with factor, low_freq_factor, high_freq_factor, "
+                  "original_max_position_embeddings)",
+                  file.c_str(), rs->dump().c_str());
+  const std::string f = file + ": rope_scaling";
+  c->rope_scale_factor = 0.0f;
+  BK_TRY(get_float(*rs, f, "factor", &c->rope_scale_factor));
+  BK_TRY(get_float(*rs, f, "low_freq_factor", &c->rope_low_freq_factor));
+  BK_TRY(get_float(*rs, f, "high_freq_factor", &c->rope_high_freq_factor));
+  BK_TRY(get_int(*rs, f, "original_max_position_embeddings", true, &c->rope_orig_ctx));
+  if (c->rope_scale_factor == 0.0f) return errorf("%s: field 'factor' is missing or 0", f.c_str());
   return ok_status();
 }
 
@@ -177,6 +198,7 @@ Status hf_config_from_file(const std::string& file, ModelConfig* out, HfLoadInfo
     return errorf("%s: field 'head_dim' is %d with hidden_size %d and %d heads; bitkd needs head_dim = "
                   "hidden_size / num_attention_heads",
                   file.c_str(), head_dim, c.dim, c.n_heads);
+  BK_TRY(read_rope_scaling(j, file, &c));
   auto tie = j.find("tie_word_embeddings");
   if (tie != j.end() && tie->is_boolean()) c.tie_embeddings = tie->get<bool>();
   auto sw = j.find("sliding_window");

@@ -5,13 +5,14 @@
 //   DIR/model.safetensors             the weights, or
 //   DIR/model.safetensors.index.json  {"weight_map": {tensor: shard file}} and the shards
 //
-// Loaded: LlamaForCausalLM and MistralForCausalLM (GQA, rope_theta, tied or
-// untied embeddings, F32/F16/BF16 tensors, single or sharded files). The
+// Loaded: LlamaForCausalLM and MistralForCausalLM (GQA, rope_theta, Llama
+// 3.1's rope_scaling (rope_type llama3), tied or untied embeddings,
+// F32/F16/BF16 tensors, single or sharded files). The
 // tensor names are bitkd's own (model/model.h uses HF names), and HF's
 // rotate_half RoPE is bitkd's, so q/k need no permutation. Refused with the
 // field named: other architectures (Qwen2/Qwen3 need q/k/v biases and q/k
-// norms bitkd's model does not have yet), rope_scaling, attention/MLP
-// biases, an activation other than silu, a head_dim other than
+// norms bitkd's model does not have yet), other rope_scaling types,
+// attention/MLP biases, an activation other than silu, a head_dim other than
 // hidden_size / num_attention_heads.
 //
 // Memory: each shard is mapped and every tensor converted straight into the

@@ -288,7 +288,7 @@ Status infer_session_create(const InferWeights* w, int max_ctx, InferSession** o
   s->vc.assign((size_t)L * max_ctx * K, 0.0f);
   s->rcos.resize((size_t)max_ctx * half);
   s->rsin.resize((size_t)max_ctx * half);
-  rope_tables(s->rcos.data(), s->rsin.data(), max_ctx, c.head_dim, c.rope_theta);
+  model_rope_tables(c, s->rcos.data(), s->rsin.data(), max_ctx);
   const int wide = std::max(std::max(D, Q), F);
   // A session never holds more than max_ctx tokens, so neither does a chunk.
   const int C = s->chunk = std::min(kChunk, s->max_ctx);

@@ -62,7 +62,45 @@ Status model_config_validate(const ModelConfig& c) {
     return errorf("model config: rope_theta is %g, must be a positive number", (double)c.rope_theta);
   if (!(c.norm_eps > 0.0f) || !std::isfinite(c.norm_eps))
     return errorf("model config: norm_eps is %g, must be a positive number", (double)c.norm_eps);
+  if (c.rope_scale_factor != 0.0f &&
+      (!(c.rope_scale_factor >= 1.0f) || !std::isfinite(c.rope_scale_factor) || !(c.rope_low_freq_factor > 0.0f) ||
+       !(c.rope_high_freq_factor > c.rope_low_freq_factor) || c.rope_orig_ctx <= 0))
+    return errorf("model config: llama3 rope scaling factor %g, low/high_freq_factor %g/%g, original context %d: "
+                  "needs factor >= 1, 0 < low < high and a positive context (factor 0 = no scaling)",
+                  (double)c.rope_scale_factor, (double)c.rope_low_freq_factor, (double)c.rope_high_freq_factor,
+                  c.rope_orig_ctx);
   return ok_status();
+}
+
+void model_rope_tables(const ModelConfig& c, float* cos_t, float* sin_t, int seq) {
+  if (c.rope_scale_factor == 0.0f) {
+    rope_tables(cos_t, sin_t, seq, c.head_dim, c.rope_theta);
+    return;
+  }
+  // Llama 3.1 (HF _compute_llama3_parameters): wavelengths longer than
+  // orig_ctx / low_freq_factor are slowed by `factor`, shorter than
+  // orig_ctx / high_freq_factor kept, and those between interpolated.
+  const int half = c.head_dim / 2;
+  const double factor = c.rope_scale_factor, lo = c.rope_low_freq_factor, hi = c.rope_high_freq_factor;
+  const double ctx = c.rope_orig_ctx, pi = 3.14159265358979323846;
+  std::vector<double> freq(half);
+  for (int i = 0; i < half; i++) {
+    const double f = std::pow((double)c.rope_theta, -2.0 * i / (double)c.head_dim);
+    const double wavelen = 2.0 * pi / f;
+    if (wavelen < ctx / hi) {
+      freq[i] = f;
+    } else if (wavelen > ctx / lo) {
+      freq[i] = f / factor;
+    } else {
+      const double smooth = (ctx / wavelen - lo) / (hi - lo);
+      freq[i] = (1.0 - smooth) * f / factor + smooth * f;
+    }
+  }
+  for (int p = 0; p < seq; p++)
+    for (int i = 0; i < half; i++) {
+      cos_t[(size_t)p * half + i] = (float)std::cos(p * freq[i]);
+      sin_t[(size_t)p * half + i] = (float)std::sin(p * freq[i]);
+    }
 }
 
 std::string model_config_to_json(const ModelConfig& c) {
@@ -83,6 +121,12 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["weight_quant"] = weight_quant_name(c.weight_quant);
   j["act_bits"] = c.act_bits;
   j["a4_scope"] = a4_scope_name(c.a4_scope);
+  if (c.rope_scale_factor != 0.0f) {  // written only when used: plain-RoPE records stay as they were
+    j["rope_scale_factor"] = c.rope_scale_factor;
+    j["rope_low_freq_factor"] = c.rope_low_freq_factor;
+    j["rope_high_freq_factor"] = c.rope_high_freq_factor;
+    j["rope_orig_ctx"] = c.rope_orig_ctx;
+  }
   return j.dump();
 }
 
@@ -160,6 +204,10 @@ Status model_config_from_json(const std::string& text, ModelConfig* out) {
   BK_TRY(get_int(j, "ffn_dim", &c.ffn_dim));
   BK_TRY(get_float(j, "rope_theta", &c.rope_theta));
   BK_TRY(get_float(j, "norm_eps", &c.norm_eps));
+  BK_TRY(get_float(j, "rope_scale_factor", &c.rope_scale_factor));
+  BK_TRY(get_float(j, "rope_low_freq_factor", &c.rope_low_freq_factor));
+  BK_TRY(get_float(j, "rope_high_freq_factor", &c.rope_high_freq_factor));
+  BK_TRY(get_int(j, "rope_orig_ctx", &c.rope_orig_ctx));
   BK_TRY(get_int(j, "max_seq_len", &c.max_seq_len));
   BK_TRY(get_bool(j, "tie_embeddings", &c.tie_embeddings));
   BK_TRY(get_bool(j, "subln", &c.subln));
@@ -386,7 +434,7 @@ Activations* activations_create(const Model& m, int batch, int seq) {
       base = p + (mis ? 16 - mis : 0);
     }
   }
-  rope_tables(a->rope_cos, a->rope_sin, seq, c.head_dim, c.rope_theta);
+  model_rope_tables(c, a->rope_cos, a->rope_sin, seq);
 
   if (c.weight_quant == WQ_TERNARY) activations_ensure_qweights(a, m);
   return a;

@@ -27,6 +27,12 @@ struct ModelConfig {
   int ffn_dim = 1024;
   FfnAct ffn_act = FFN_SWIGLU;
   float rope_theta = 10000.0f;
+  // Llama 3.1's RoPE scaling (HF rope_scaling rope_type "llama3"):
+  // rope_scale_factor 0 = plain RoPE (the default; no other field is read).
+  float rope_scale_factor = 0.0f;
+  float rope_low_freq_factor = 1.0f;
+  float rope_high_freq_factor = 4.0f;
+  int rope_orig_ctx = 8192;  // original_max_position_embeddings
   float norm_eps = 1e-5f;
   int max_seq_len = 256;
   bool tie_embeddings = true;
@@ -46,6 +52,10 @@ const char* a4_scope_name(A4Scope s);
 // gate/up inputs and, with a4_scope hybrid, 8-bit on the o_proj and down_proj
 // inputs (BitNet a4.8; a4_scope all: 4-bit there too).
 void projection_bits(const ModelConfig& c, int* qkv, int* o, int* gateup, int* down);
+
+// cos/sin tables [seq, head_dim / 2] of c's RoPE (plain, or llama3-scaled
+// frequencies), one rule for training and inference.
+void model_rope_tables(const ModelConfig& c, float* cos_t, float* sin_t, int seq);
 
 // Checks every field; the message names the field, its value and the rule.
 Status model_config_validate(const ModelConfig& c);

@@ -10,7 +10,7 @@ small safetensors writer of its own (the format: u64 header length, JSON
 header, raw little-endian data), and for each the logits of TOKENS computed
 the way transformers' modeling_llama.py / modeling_mistral.py compute them:
 RMSNorm (x * rsqrt(mean(x^2) + eps) * w), rotate_half RoPE with rope_theta,
-GQA by repeating k/v heads, causal softmax attention, SwiGLU MLP, tied or
+Llama 3.1's rope_scaling (rope_type llama3), GQA by repeating k/v heads, causal softmax attention, SwiGLU MLP, tied or
 untied LM head. The forward runs in float64 on the stored (rounded) weights,
 so it is the exact value bitkd's fp32 forward approximates.
 
@@ -33,7 +33,13 @@ CASES = [
     ("llama_f32", "LlamaForCausalLM", torch.float32, False, 1),
     ("llama_bf16_sharded", "LlamaForCausalLM", torch.bfloat16, True, 3),
     ("mistral_f16", "MistralForCausalLM", torch.float16, False, 2),
+    ("llama3_scaled", "LlamaForCausalLM", torch.float32, False, 1),
 ]
+# Llama 3.1's rope scaling, with an original context so short that the head's
+# 8 frequencies (theta 500000, head 16) fall in all three bands: wavelength
+# 6.3 < 64 / 4 kept, 32 interpolated, 167 and longer > 64 / 1 slowed by 8.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}
 DIM, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 64, 2, 4, 2, 160, 96
 HEAD = DIM // HEADS
 
@@ -91,6 +97,16 @@ def forward(w, cfg, tokens):
     T = len(tokens)
     eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
     inv_freq = 1.0 / (theta ** (torch.arange(0, HEAD, 2, dtype=torch.float64) / HEAD))
+    rs = cfg.get("rope_scaling")
+    if rs:  # transformers' _compute_llama3_parameters
+        factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old_ctx = rs["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_ctx / lo, inv_freq / factor, inv_freq)
+        smooth = (old_ctx / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_ctx / hi) * ~(wavelen > old_ctx / lo)
+        inv_freq = torch.where(medium, smoothed, scaled)
     ang = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
     emb = torch.cat((ang, ang), dim=-1)
     cos, sin = emb.cos(), emb.sin()
@@ -129,6 +145,8 @@ def write_case(out, name, arch, dtype, tied, shards, seed):
            "torch_dtype": ST_DTYPE[dtype].lower(), "attention_bias": False}
     if arch.startswith("Mistral"):
         cfg["sliding_window"] = None
+    if name == "llama3_scaled":
+        cfg["rope_scaling"] = LLAMA3_SCALING
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     gen = torch.Generator().manual_seed(seed)

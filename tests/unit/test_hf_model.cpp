@@ -1,6 +1,6 @@
 // Hugging Face model directories (model/hf_model.h): random-weight Llama and
 // Mistral models written by tests/reference/hf_ref.py (F32, F16, BF16; single
-// file and sharded; tied and untied) load through model_load_any, and bitkd's
+// file and sharded; tied and untied; Llama 3.1 rope scaling) load through model_load_any, and bitkd's
 // logits (training forward and inference session) match the reference's
 // independent float64 PyTorch forward; a student initializes from one; bad
 // directories get errors naming the file, the field or tensor and what is
@@ -90,7 +90,7 @@ class HfModel : public ::testing::Test {
 // (1e-5) before the softmax/RMSNorm condition; 1e-4 relative (L2 over all
 // logits) leaves that margin for any summation order a BLAS picks.
 TEST_F(HfModel, LogitsMatchTheIndependentPyTorchForward) {
-  for (const char* name : {"llama_f32", "llama_bf16_sharded", "mistral_f16"}) {
+  for (const char* name : {"llama_f32", "llama_bf16_sharded", "mistral_f16", "llama3_scaled"}) {
     SCOPED_TRACE(name);
     Model m;
     ModelSource src;
@@ -99,6 +99,7 @@ TEST_F(HfModel, LogitsMatchTheIndependentPyTorchForward) {
     EXPECT_EQ(src.format, "hf");
     EXPECT_EQ(m.cfg.n_kv_heads, 2);
     EXPECT_EQ(m.cfg.tie_embeddings, std::string(name) == "llama_bf16_sharded");
+    EXPECT_EQ(m.cfg.rope_scale_factor, std::string(name) == "llama3_scaled" ? 8.0f : 0.0f);
     const std::vector<float> want = read_floats(dir_ + "/" + name + ".logits.bin");
     const int T = (int)kTokens.size(), V = m.cfg.vocab_size;
     ASSERT_EQ(want.size(), (size_t)T * V);
@@ -164,13 +165,13 @@ TEST_F(HfModel, BadDirectoriesNameTheFileAndWhatIsSupported) {
   has_all(load_error(d), {"qwen2/config.json", "architectures", "Qwen2ForCausalLM", "LlamaForCausalLM",
                           "MistralForCausalLM"});
 
-  // rope_scaling (not implemented): refused by field.
+  // A rope_scaling type other than llama3: refused by field.
   d = copy_case("llama_f32", "rope_scaling");
   q = cfg;
   q.replace(q.find("\"rope_scaling\": null"), strlen("\"rope_scaling\": null"),
-            "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0}");
+            "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}");
   write_text(d + "/config.json", q);
-  has_all(load_error(d), {"config.json", "rope_scaling", "llama3", "supported"});
+  has_all(load_error(d), {"config.json", "rope_scaling", "yarn", "llama3", "supported"});
 
   // A shard named in the index but missing.
   d = copy_case("llama_bf16_sharded", "missing_shard");
