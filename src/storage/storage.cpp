@@ -20,7 +20,7 @@ namespace bk {
 namespace {
 
 constexpr int k_tries = 3;                         // attempts for one push before it is reported
-constexpr const char* k_partial = ".bitkd-partial";  // upload area on the remote, never pulled
+constexpr const char* k_partial = ".bitkd-partial";  // suffix of an upload in progress, never pulled
 constexpr const char* k_install = "apt-get install rclone (or: bash scripts/setup.sh --test)";
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
@@ -206,7 +206,7 @@ std::pair<int64_t, int64_t> stat_key(const std::string& path) {
 // Files on the remote: path -> size.
 Status remote_listing(const Storage& s, std::map<std::string, int64_t>* out) {
   RcloneResult r;
-  BK_TRY(rclone_do(s, {"lsjson", "-R", "--files-only", "--exclude", std::string("/") + k_partial + "/**", s.remote},
+  BK_TRY(rclone_do(s, {"lsjson", "-R", "--files-only", "--exclude", std::string("*") + k_partial, s.remote},
                    "listing " + s.remote, &r));
   nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
   if (!j.is_array()) return errorf("listing %s: rclone lsjson did not print a JSON list", s.remote.c_str());
@@ -223,11 +223,20 @@ Status push_once(Storage* s, const std::vector<std::string>& files) {
   for (const std::string& f : files) text += f + "\n";
   BK_TRY(write_file_atomic(list, text));
   RcloneResult r;
-  const std::string staging = remote_path(*s, k_partial);
-  Status st = rclone_do(*s, {"copy", "--files-from", list, s->root, staging}, "uploading to " + staging, &r);
-  for (size_t i = 0; st.ok() && i < files.size(); i++)
-    st = rclone_do(*s, {"moveto", staging + "/" + files[i], remote_path(*s, files[i])},
-                   "renaming " + files[i] + " into place", &r);
+  Status st = ok_status();
+  for (size_t i = 0; st.ok() && i < files.size(); i++) {
+    const std::string dest = remote_path(*s, files[i]), part = dest + k_partial;
+    // rclone's copyto to WebDAV does not make a missing folder: make it first.
+    const size_t slash = files[i].rfind('/');
+    const std::string dir = slash == std::string::npos ? "" : files[i].substr(0, slash);
+    if (!dir.empty() && !s->made_dirs.count(dir)) {
+      st = rclone_do(*s, {"mkdir", remote_path(*s, dir)}, "making " + remote_path(*s, dir), &r);
+      if (st.ok()) s->made_dirs.insert(dir);
+    }
+    if (st.ok())
+      st = rclone_do(*s, {"copyto", path_join(s->root, files[i]), part}, "uploading " + files[i] + " to " + part, &r);
+    if (st.ok()) st = rclone_do(*s, {"moveto", part, dest}, "renaming " + part + " into place", &r);
+  }
   if (st.ok()) {
     // Hashes where the backend keeps them; otherwise rclone hashes a download.
     if (!s->download_to_check) {
@@ -326,7 +335,7 @@ Status storage_open(const Config& c, const std::string& root, Storage* s) {
 Status storage_pull(Storage* s) {
   if (s->backend == "local") return ok_status();
   RcloneResult r;
-  BK_TRY(rclone_do(*s, {"copy", "--ignore-existing", "--exclude", std::string("/") + k_partial + "/**", s->remote, s->root},
+  BK_TRY(rclone_do(*s, {"copy", "--ignore-existing", "--exclude", std::string("*") + k_partial, s->remote, s->root},
                    "pulling " + s->remote + " into " + s->root, &r));
   // What is now here as it is there needs no push.
   std::map<std::string, int64_t> files;

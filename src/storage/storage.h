@@ -4,13 +4,14 @@
 // first stage and pushes new and changed files while a stage runs and when it
 // ends. rclone runs as a child process (core/process), never through a shell.
 //
-// What is on the remote is always complete: a file is uploaded under
-// <remote>/.bitkd-partial/<path>, renamed into place (rclone moveto), then
+// What is on the remote is always complete: a file is uploaded as
+// <remote>/<path>.bitkd-partial, renamed into place (rclone moveto), then
 // checked against the local file (size and hash; hashed by downloading where
 // the backend keeps no hash). A failed push is retried, then reported with the
 // file and the remote; the local file is never touched.
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,7 @@ struct Storage {
   std::string root;               // the local artifact root
   // Files known to be on the remote as they are locally: path under root -> (size, mtime ns).
   std::map<std::string, std::pair<int64_t, int64_t>> pushed;
+  std::set<std::string> made_dirs;  // folders under root known to exist on the remote
   bool download_to_check = false;  // the backend keeps no hash rclone can compare (learned on the first push)
 };
 
