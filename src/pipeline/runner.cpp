@@ -93,6 +93,15 @@ ProcessEnv stage_env(const Ctx& cx, const StageSpec& s) {
 // pipeline sets for them, else the configuration's. Where the local teacher
 // is served (a new port each run) is not an input; its checkpoint is, through
 // the pretrain stage's run id.
+// A path inside the artifact root, written relative to it: a run pulled
+// onto another machine or folder (STORAGE_BACKEND) keeps its fingerprints.
+std::string under_root(const Ctx& cx, const std::string& v) {
+  const std::string& root = cx.paths.root;
+  if (!root.empty() && v.size() > root.size() && v.compare(0, root.size(), root) == 0 && v[root.size()] == '/')
+    return "<artifacts>" + v.substr(root.size());
+  return v;
+}
+
 ojson config_values(const Ctx& cx, const StageSpec& s, const ojson& names) {
   const ProcessEnv env = stage_env(cx, s);
   ojson out = ojson::object();
@@ -100,7 +109,7 @@ ojson config_values(const Ctx& cx, const StageSpec& s, const ojson& names) {
     const std::string& n = it.key();
     auto e = env.find(n);
     if (cx.local_teacher && (n == "TEACHER_BASE_URL" || n == "TEACHER_CHECKPOINT")) out[n] = "(local teacher)";
-    else out[n] = e != env.end() ? e->second : config_str(cx.cfg, n);
+    else out[n] = under_root(cx, e != env.end() ? e->second : config_str(cx.cfg, n));
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include "storage/storage.h"
 
+#include <algorithm>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -216,15 +217,15 @@ Status remote_listing(const Storage& s, std::map<std::string, int64_t>* out) {
 }
 
 // One attempt at putting these files on the remote: upload beside, rename
-// into place, compare with the local files.
+// into place, compare with the local files. A file removed here since it was
+// listed (an old checkpoint the trainer rotated out) is skipped, not an error.
 Status push_once(Storage* s, const std::vector<std::string>& files) {
-  const std::string list = temp_name("list");
-  std::string text;
-  for (const std::string& f : files) text += f + "\n";
-  BK_TRY(write_file_atomic(list, text));
   RcloneResult r;
   Status st = ok_status();
+  std::vector<std::string> sent;
   for (size_t i = 0; st.ok() && i < files.size(); i++) {
+    const std::string local = path_join(s->root, files[i]);
+    if (stat_key(local).first < 0) continue;
     const std::string dest = remote_path(*s, files[i]), part = dest + k_partial;
     // rclone's copyto to WebDAV does not make a missing folder: make it first.
     const size_t slash = files[i].rfind('/');
@@ -233,10 +234,22 @@ Status push_once(Storage* s, const std::vector<std::string>& files) {
       st = rclone_do(*s, {"mkdir", remote_path(*s, dir)}, "making " + remote_path(*s, dir), &r);
       if (st.ok()) s->made_dirs.insert(dir);
     }
-    if (st.ok())
-      st = rclone_do(*s, {"copyto", path_join(s->root, files[i]), part}, "uploading " + files[i] + " to " + part, &r);
-    if (st.ok()) st = rclone_do(*s, {"moveto", part, dest}, "renaming " + part + " into place", &r);
+    if (st.ok()) st = rclone_do(*s, {"copyto", "--ignore-times", local, part}, "uploading " + files[i] + " to " + part, &r);
+    if (!st.ok() && stat_key(local).first < 0) {  // removed while it was being uploaded
+      (void)rclone_run(*s, {"deletefile", part}, &r);
+      st = ok_status();
+      continue;
+    }
+    // --ignore-times: a rewrite of the same size within the backend's modtime
+    // precision would otherwise count as identical and be left unmoved.
+    if (st.ok()) st = rclone_do(*s, {"moveto", "--ignore-times", part, dest}, "renaming " + part + " into place", &r);
+    if (st.ok()) sent.push_back(files[i]);
   }
+  if (!st.ok() || sent.empty()) return st;
+  const std::string list = temp_name("list");
+  std::string text;
+  for (const std::string& f : sent) text += f + "\n";
+  BK_TRY(write_file_atomic(list, text));
   if (st.ok()) {
     // Hashes where the backend keeps them; otherwise rclone hashes a download.
     if (!s->download_to_check) {
@@ -361,6 +374,11 @@ Status storage_push_changed(Storage* s, bool while_running) {
     keys[f] = key;
   }
   if (todo.empty()) return ok_status();
+  // Oldest first, the order they were written: a checkpoint's optimizer state
+  // reaches the remote before its model file, so a run killed mid-push never
+  // leaves a model file there that cannot be resumed from.
+  std::stable_sort(todo.begin(), todo.end(),
+                   [&](const std::string& x, const std::string& y) { return keys[x].second < keys[y].second; });
   Status st = ok_status();
   for (int attempt = 1; attempt <= k_tries; attempt++) {
     st = push_once(s, todo);
